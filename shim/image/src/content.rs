@@ -1,5 +1,7 @@
 //! Content-addressed blob store: `blobs/sha256/<hex>`, written under a temp
-//! name and committed by rename once the digest has been verified.
+//! name and committed by rename once the digest has been verified. A blob is
+//! fsynced before the rename and the directory after it, so a committed blob
+//! survives a power loss with its content (image records point at it).
 
 use crate::digest::Digest;
 use std::io::Write;
@@ -65,7 +67,7 @@ impl ContentStore {
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&temp)?;
             f.write_all(bytes)?;
-            std::fs::rename(&temp, self.path(digest))
+            self.commit(&temp, digest)
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&temp);
@@ -73,9 +75,11 @@ impl ContentStore {
         })
     }
 
-    /// Moves a verified temp file into place.
+    /// Makes a verified temp file durable and moves it into place.
     pub fn commit(&self, temp: &Path, digest: &Digest) -> std::io::Result<()> {
-        std::fs::rename(temp, self.path(digest))
+        std::fs::File::open(temp)?.sync_all()?;
+        std::fs::rename(temp, self.path(digest))?;
+        std::fs::File::open(&self.blobs)?.sync_all()
     }
 
     pub fn list(&self) -> Vec<Digest> {
