@@ -331,26 +331,30 @@ impl Daemon {
 
     /// Removes every pod (and so every container) through the CRI.
     pub async fn remove_all_pods(&mut self) -> Result<()> {
-        let pods = self
-            .runtime
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await?
-            .into_inner()
-            .items;
-        for pod in pods {
-            self.runtime
-                .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                    pod_sandbox_id: pod.id.clone(),
-                })
-                .await?;
-            self.runtime
-                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                    pod_sandbox_id: pod.id,
-                })
-                .await?;
-        }
-        Ok(())
+        remove_pods(&mut self.runtime).await
     }
+}
+
+/// Stops and removes every pod the daemon behind `client` lists.
+async fn remove_pods(client: &mut RuntimeServiceClient<Channel>) -> Result<()> {
+    let pods = client
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await?
+        .into_inner()
+        .items;
+    for pod in pods {
+        client
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.id.clone(),
+            })
+            .await?;
+        client
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod.id,
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Removes the pod cgroups `parents` in every hierarchy; returns the
@@ -410,25 +414,7 @@ impl Drop for Daemon {
                     .build()?;
                 rt.block_on(async {
                     let channel = connect(&socket).await?;
-                    let mut client = RuntimeServiceClient::new(channel);
-                    let pods = client
-                        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-                        .await?
-                        .into_inner()
-                        .items;
-                    for pod in pods {
-                        client
-                            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                                pod_sandbox_id: pod.id.clone(),
-                            })
-                            .await?;
-                        client
-                            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                                pod_sandbox_id: pod.id,
-                            })
-                            .await?;
-                    }
-                    Ok(())
+                    remove_pods(&mut RuntimeServiceClient::new(channel)).await
                 })
             })
             .join();
@@ -518,6 +504,87 @@ pub fn container_config(name: &str, image: &str, args: &[&str]) -> cri::Containe
     }
 }
 
+/// A container config running `sleep 1000`: a container that stays up for
+/// the test to exec into, inspect and stop.
+pub fn sleeper(name: &str, image: &str) -> cri::ContainerConfig {
+    container_config(name, image, &["sleep", "1000"])
+}
+
+/// A temp dir for pods' logs (a [`pod_config`]'s `log_directory`).
+pub fn log_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("rcri-logs")
+        .tempdir()
+        .expect("creating a log dir")
+}
+
+/// Builder steps on a [`pod_config`].
+pub trait PodConfigExt {
+    /// Replaces the pod's namespace options (host namespaces, a shared PID
+    /// namespace).
+    fn with_namespaces(self, options: cri::NamespaceOption) -> Self;
+}
+
+impl PodConfigExt for cri::PodSandboxConfig {
+    fn with_namespaces(mut self, options: cri::NamespaceOption) -> Self {
+        self.linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default)
+            .namespace_options = Some(options);
+        self
+    }
+}
+
+/// Builder steps on a [`container_config`] for the Linux settings tests vary.
+pub trait ContainerConfigExt {
+    /// Replaces the container's namespace options (e.g. TARGET for an
+    /// ephemeral container).
+    fn with_namespaces(self, options: cri::NamespaceOption) -> Self;
+    fn with_resources(self, resources: cri::LinuxContainerResources) -> Self;
+    /// A `Localhost` seccomp profile: the JSON file at `path` on the node.
+    fn with_seccomp_profile(self, path: &str) -> Self;
+    /// Capabilities added to the default set (names without `CAP_`).
+    fn with_added_capabilities(self, capabilities: &[&str]) -> Self;
+}
+
+impl ContainerConfigExt for cri::ContainerConfig {
+    fn with_namespaces(mut self, options: cri::NamespaceOption) -> Self {
+        security_context(&mut self).namespace_options = Some(options);
+        self
+    }
+
+    fn with_resources(mut self, resources: cri::LinuxContainerResources) -> Self {
+        self.linux.get_or_insert_with(Default::default).resources = Some(resources);
+        self
+    }
+
+    fn with_seccomp_profile(mut self, path: &str) -> Self {
+        security_context(&mut self).seccomp = Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: path.into(),
+        });
+        self
+    }
+
+    fn with_added_capabilities(mut self, capabilities: &[&str]) -> Self {
+        security_context(&mut self)
+            .capabilities
+            .get_or_insert_with(Default::default)
+            .add_capabilities
+            .extend(capabilities.iter().map(|c| c.to_string()));
+        self
+    }
+}
+
+fn security_context(config: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerSecurityContext {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
 impl Daemon {
     pub async fn run_pod(&mut self, config: &cri::PodSandboxConfig) -> Result<String> {
         if let Some(parent) = config.linux.as_ref().map(|l| l.cgroup_parent.clone()) {
@@ -575,6 +642,126 @@ impl Daemon {
         Ok(id)
     }
 
+    /// Creates and starts a [`sleeper`] named `name`.
+    pub async fn run_sleeper(
+        &mut self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        name: &str,
+        image: &str,
+    ) -> Result<String> {
+        self.run_container(pod_id, pod, &sleeper(name, image)).await
+    }
+
+    pub async fn stop_container(&mut self, id: &str, timeout: i64) -> Result<(), tonic::Status> {
+        self.runtime
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_container(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.runtime
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn stop_pod(&mut self, pod_id: &str) -> Result<(), tonic::Status> {
+        self.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_pod(&mut self, pod_id: &str) -> Result<(), tonic::Status> {
+        self.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// PodSandboxStatus without the verbose info.
+    pub async fn pod_status(&mut self, pod_id: &str) -> Result<cri::PodSandboxStatus> {
+        self.runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod_id.into(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .context("PodSandboxStatus without status")
+    }
+
+    /// The verbose PodSandboxStatus's `info` JSON (e.g. the infra `pid`).
+    pub async fn pod_info(&mut self, pod_id: &str) -> Result<serde_json::Value> {
+        let response = self
+            .runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod_id.into(),
+                verbose: true,
+            })
+            .await?
+            .into_inner();
+        verbose_info(&response.info)
+    }
+
+    /// The verbose ContainerStatus's `info` JSON (e.g. `pid`, `monitorPid`).
+    pub async fn container_info(&mut self, id: &str) -> Result<serde_json::Value> {
+        let response = self
+            .runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await?
+            .into_inner();
+        verbose_info(&response.info)
+    }
+
+    pub async fn list_containers(&mut self) -> Result<Vec<cri::Container>, tonic::Status> {
+        Ok(self
+            .runtime
+            .list_containers(cri::ListContainersRequest::default())
+            .await?
+            .into_inner()
+            .containers)
+    }
+
+    pub async fn list_pods(&mut self) -> Result<Vec<cri::PodSandbox>, tonic::Status> {
+        Ok(self
+            .runtime
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await?
+            .into_inner()
+            .items)
+    }
+
+    /// The runtime condition of type `kind` (`RuntimeReady`, `NetworkReady`)
+    /// from a non-verbose Status.
+    pub async fn condition(&mut self, kind: &str) -> Result<cri::RuntimeCondition> {
+        self.runtime
+            .status(cri::StatusRequest { verbose: false })
+            .await?
+            .into_inner()
+            .status
+            .context("Status without status")?
+            .conditions
+            .into_iter()
+            .find(|c| c.r#type == kind)
+            .with_context(|| format!("no {kind} condition"))
+    }
+
     pub async fn status(&mut self, id: &str) -> Result<cri::ContainerStatus> {
         self.runtime
             .container_status(cri::ContainerStatusRequest {
@@ -626,4 +813,10 @@ impl Daemon {
             .await?
             .into_inner())
     }
+}
+
+/// The JSON under `info` in a verbose status answer.
+fn verbose_info(info: &HashMap<String, String>) -> Result<serde_json::Value> {
+    let text = info.get("info").context("verbose status without info")?;
+    serde_json::from_str(text).context("verbose info is not JSON")
 }

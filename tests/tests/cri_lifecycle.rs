@@ -4,16 +4,9 @@
 use std::time::{Duration, Instant};
 
 use rcrun_proto::cri;
-use rcrun_tests::daemon::{container_config, pod_config, Daemon, DaemonOptions};
+use rcrun_tests::daemon::{container_config, log_dir, pod_config, Daemon, DaemonOptions};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn log_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("rcri-logs")
-        .tempdir()
-        .unwrap()
-}
 
 /// Lines of a CRI log file: (stream, tag, message), checking the timestamp.
 fn parse_log(path: &std::path::Path) -> Vec<(String, String, String)> {
@@ -180,13 +173,7 @@ async fn pod_with_two_containers_logs_exec_and_stop() {
     );
 
     // Stop with a timeout: the stop signal (SIGTERM) reaches the container's trap.
-    d.runtime
-        .stop_container(cri::StopContainerRequest {
-            container_id: side.clone(),
-            timeout: 10,
-        })
-        .await
-        .unwrap();
+    d.stop_container(&side, 10).await.unwrap();
     let st = d.status(&side).await.unwrap();
     assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!(st.exit_code, 42, "{st:?}");
@@ -194,76 +181,25 @@ async fn pod_with_two_containers_logs_exec_and_stop() {
     assert!(st.finished_at >= st.started_at);
 
     // Stop with timeout 0 kills: 137.
-    d.runtime
-        .stop_container(cri::StopContainerRequest {
-            container_id: web.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    d.stop_container(&web, 0).await.unwrap();
     let st = d.status(&web).await.unwrap();
     assert_eq!(st.exit_code, 137, "{st:?}");
 
     // Stop and remove are idempotent.
-    d.runtime
-        .stop_container(cri::StopContainerRequest {
-            container_id: web.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
-    d.runtime
-        .remove_container(cri::RemoveContainerRequest {
-            container_id: web.clone(),
-        })
-        .await
-        .unwrap();
-    d.runtime
-        .remove_container(cri::RemoveContainerRequest {
-            container_id: web.clone(),
-        })
-        .await
-        .unwrap();
+    d.stop_container(&web, 0).await.unwrap();
+    d.remove_container(&web).await.unwrap();
+    d.remove_container(&web).await.unwrap();
     let err = d.status(&web).await.unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
 
-    d.runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await
-        .unwrap();
-    d.runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await
-        .unwrap();
-    let status = d
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    d.stop_pod(&pod_id).await.unwrap();
+    d.stop_pod(&pod_id).await.unwrap();
     assert_eq!(
-        status.status.unwrap().state,
+        d.pod_status(&pod_id).await.unwrap().state,
         cri::PodSandboxState::SandboxNotready as i32
     );
-    d.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await
-        .unwrap();
-    d.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id,
-        })
-        .await
-        .unwrap();
+    d.remove_pod(&pod_id).await.unwrap();
+    d.remove_pod(&pod_id).await.unwrap();
     assert!(
         d.mounts_under_dirs().is_empty(),
         "{:?}",
@@ -374,12 +310,7 @@ async fn list_pod_sandbox_filters() {
     let b = pod_config("list-b", logs.path());
     let a_id = d.run_pod(&a).await.unwrap();
     let b_id = d.run_pod(&b).await.unwrap();
-    d.runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: b_id.clone(),
-        })
-        .await
-        .unwrap();
+    d.stop_pod(&b_id).await.unwrap();
     let list = |filter: cri::PodSandboxFilter| {
         let mut rt = d.runtime.clone();
         async move {
@@ -426,15 +357,6 @@ async fn list_pod_sandbox_filters() {
     both.sort();
     assert_eq!(list(cri::PodSandboxFilter::default()).await, both);
     // A truncated ID works for status too, as with containerd.
-    let status = d
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: a_id[..12].to_string(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(status.status.unwrap().id, a_id);
+    assert_eq!(d.pod_status(&a_id[..12]).await.unwrap().id, a_id);
     d.remove_all_pods().await.unwrap();
 }
