@@ -5,16 +5,9 @@
 use std::time::{Duration, Instant};
 
 use rcrun_proto::cri;
-use rcrun_tests::daemon::{container_config, pod_config, Daemon, DaemonOptions};
+use rcrun_tests::daemon::{container_config, log_dir, pod_config, sleeper, Daemon, DaemonOptions};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn log_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("rcri-logs")
-        .tempdir()
-        .unwrap()
-}
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -44,11 +37,7 @@ async fn kill9_and_sigterm_keep_containers_and_record_true_exits() {
     let pod = pod_config("restart", logs.path());
     let pod_id = d.run_pod(&pod).await.unwrap();
     let running = d
-        .run_container(
-            &pod_id,
-            &pod,
-            &container_config("running", &image, &["sleep", "1000"]),
-        )
+        .run_sleeper(&pod_id, &pod, "running", &image)
         .await
         .unwrap();
     let exiting = d
@@ -154,23 +143,11 @@ async fn kill9_and_sigterm_keep_containers_and_record_true_exits() {
     // Exits after the restart are still seen. `sleep` as PID 1 ignores
     // SIGTERM, so the stop escalates to SIGKILL after the timeout.
     let started = Instant::now();
-    d.runtime
-        .stop_container(cri::StopContainerRequest {
-            container_id: running.clone(),
-            timeout: 1,
-        })
-        .await
-        .unwrap();
+    d.stop_container(&running, 1).await.unwrap();
     assert!(started.elapsed() >= Duration::from_secs(1));
     let st = d.status(&running).await.unwrap();
     assert_eq!(st.exit_code, 137, "{st:?}");
-    let pods = d
-        .runtime
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = d.list_pods().await.unwrap();
     assert_eq!(pods.len(), 1);
     assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
 }
@@ -194,7 +171,7 @@ async fn kill9_during_creation_leaves_nothing_half_done() {
         let create = tokio::spawn(async move {
             rt.create_container(cri::CreateContainerRequest {
                 pod_sandbox_id: pid,
-                config: Some(container_config("c", &img, &["sleep", "1000"])),
+                config: Some(sleeper("c", &img)),
                 sandbox_config: Some(p),
             })
             .await
@@ -215,20 +192,8 @@ async fn kill9_during_creation_leaves_nothing_half_done() {
         d.restart().await;
 
         // Whatever is listed is whole; whatever is not left no trace.
-        let containers = d
-            .runtime
-            .list_containers(cri::ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
-        let pods = d
-            .runtime
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+        let containers = d.list_containers().await.unwrap();
+        let pods = d.list_pods().await.unwrap();
         let mut ids: Vec<String> = containers.iter().map(|c| c.id.clone()).collect();
         ids.sort();
         // Run dirs are named by the first 16 characters of the ID.
@@ -287,24 +252,8 @@ async fn a_killed_monitor_takes_its_container_down_and_reports_it() {
     let logs = log_dir();
     let pod = pod_config("monitorkill", logs.path());
     let pod_id = d.run_pod(&pod).await.unwrap();
-    let id = d
-        .run_container(
-            &pod_id,
-            &pod,
-            &container_config("c", &image, &["sleep", "1000"]),
-        )
-        .await
-        .unwrap();
-    let status = d
-        .runtime
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let id = d.run_sleeper(&pod_id, &pod, "c", &image).await.unwrap();
+    let info = d.container_info(&id).await.unwrap();
     let (pid, monitor) = (
         info["pid"].as_i64().unwrap() as i32,
         info["monitorPid"].as_i64().unwrap() as i32,
@@ -382,13 +331,7 @@ async fn kill9_while_the_runtime_creates_leaves_no_container() {
     d.restart().await;
     // Give an interrupted `create` every chance to finish behind our back.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let containers = d
-        .runtime
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let containers = d.list_containers().await.unwrap();
     assert!(containers.is_empty(), "{containers:?}");
     assert!(names(&d.run_dir.join("ctr")).is_empty());
     assert!(names(&d.state_dir.join("ctr")).is_empty());
