@@ -5,14 +5,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use rcrun_proto::cri;
 use rcrun_proto::cri::ContainerEventType as E;
-use rcrun_tests::daemon::{container_config, pod_config, Daemon, DaemonOptions};
-
-fn log_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("rcri-logs")
-        .tempdir()
-        .unwrap()
-}
+use rcrun_tests::daemon::{container_config, log_dir, pod_config, Daemon, DaemonOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_events_stream() {
@@ -42,24 +35,9 @@ async fn lifecycle_events_stream() {
     )
     .await
     .unwrap();
-    d.runtime
-        .remove_container(cri::RemoveContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    d.runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await
-        .unwrap();
-    d.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await
-        .unwrap();
+    d.remove_container(&id).await.unwrap();
+    d.stop_pod(&pod_id).await.unwrap();
+    d.remove_pod(&pod_id).await.unwrap();
 
     let mut seen = Vec::new();
     while seen.len() < 8 {
