@@ -5,31 +5,28 @@ use std::time::Duration;
 
 use rcrun_proto::cri;
 use rcrun_proto::cri::NamespaceMode;
-use rcrun_tests::daemon::{container_config, pod_config, Daemon, DaemonOptions};
+use rcrun_tests::daemon::{
+    container_config, log_dir, pod_config, sleeper, ContainerConfigExt, Daemon, DaemonOptions,
+    PodConfigExt,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn log_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("rcri-logs")
-        .tempdir()
-        .unwrap()
+/// Namespace options with only the PID namespace shared by the pod.
+fn pod_pid_namespace() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        pid: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
 }
 
-fn with_pod_namespaces(pod: &mut cri::PodSandboxConfig, options: cri::NamespaceOption) {
-    let linux = pod.linux.get_or_insert_with(Default::default);
-    linux
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options = Some(options);
-}
-
-fn with_container_namespaces(c: &mut cri::ContainerConfig, options: cri::NamespaceOption) {
-    let linux = c.linux.get_or_insert_with(Default::default);
-    linux
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options = Some(options);
+/// Namespace options that put the PID namespace in `target`'s.
+fn target_pid_namespace(target: String) -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        pid: NamespaceMode::Target as i32,
+        target_id: target,
+        ..Default::default()
+    }
 }
 
 fn out(r: &cri::ExecSyncResponse) -> String {
@@ -54,15 +51,7 @@ async fn ephemeral_container_sees_the_target_processes() {
     d.wait_state(&target, cri::ContainerState::ContainerRunning, WAIT)
         .await
         .unwrap();
-    let mut debug = container_config("debugger", &image, &["sleep", "1000"]);
-    with_container_namespaces(
-        &mut debug,
-        cri::NamespaceOption {
-            pid: NamespaceMode::Target as i32,
-            target_id: target.clone(),
-            ..Default::default()
-        },
-    );
+    let debug = sleeper("debugger", &image).with_namespaces(target_pid_namespace(target.clone()));
     let debugger = d.run_container(&pod_id, &pod, &debug).await.unwrap();
     let ps = d
         .exec_sync(&debugger, &["ps", "-o", "pid,args"], 5)
@@ -70,22 +59,15 @@ async fn ephemeral_container_sees_the_target_processes() {
         .unwrap();
     assert!(out(&ps).contains("sleep 4242"), "{}", out(&ps));
     // And the target does not see into a pod-shared namespace it is not in.
-    let mut other = container_config("other", &image, &["sleep", "1000"]);
+    let mut other = sleeper("other", &image);
     other.metadata.as_mut().unwrap().attempt = 1;
     let other = d.run_container(&pod_id, &pod, &other).await.unwrap();
     let ps = d.exec_sync(&other, &["ps", "-o", "args"], 5).await.unwrap();
     assert!(!out(&ps).contains("sleep 4242"), "{}", out(&ps));
 
     // TARGET without a running target is refused.
-    let mut bad = container_config("bad-debugger", &image, &["true"]);
-    with_container_namespaces(
-        &mut bad,
-        cri::NamespaceOption {
-            pid: NamespaceMode::Target as i32,
-            target_id: "00".repeat(32),
-            ..Default::default()
-        },
-    );
+    let bad = container_config("bad-debugger", &image, &["true"])
+        .with_namespaces(target_pid_namespace("00".repeat(32)));
     let err = d.create(&pod_id, &pod, &bad).await.unwrap_err();
     assert!(err.to_string().contains("target container"), "{err:#}");
     d.remove_all_pods().await.unwrap();
@@ -96,31 +78,10 @@ async fn pod_shared_pid_namespace_has_an_infra_process() {
     let mut d = Daemon::start(DaemonOptions::default()).await;
     let image = d.import_fixture("busybox");
     let logs = log_dir();
-    let mut pod = pod_config("sharedpid", logs.path());
-    with_pod_namespaces(
-        &mut pod,
-        cri::NamespaceOption {
-            pid: NamespaceMode::Pod as i32,
-            ..Default::default()
-        },
-    );
+    let pod = pod_config("sharedpid", logs.path()).with_namespaces(pod_pid_namespace());
     let pod_id = d.run_pod(&pod).await.unwrap();
-    let mut a = container_config("a", &image, &["sleep", "3131"]);
-    with_container_namespaces(
-        &mut a,
-        cri::NamespaceOption {
-            pid: NamespaceMode::Pod as i32,
-            ..Default::default()
-        },
-    );
-    let mut b = container_config("b", &image, &["sleep", "1000"]);
-    with_container_namespaces(
-        &mut b,
-        cri::NamespaceOption {
-            pid: NamespaceMode::Pod as i32,
-            ..Default::default()
-        },
-    );
+    let a = container_config("a", &image, &["sleep", "3131"]).with_namespaces(pod_pid_namespace());
+    let b = sleeper("b", &image).with_namespaces(pod_pid_namespace());
     let a = d.run_container(&pod_id, &pod, &a).await.unwrap();
     let b = d.run_container(&pod_id, &pod, &b).await.unwrap();
     d.wait_state(&a, cri::ContainerState::ContainerRunning, WAIT)
@@ -136,34 +97,14 @@ async fn pod_shared_pid_namespace_has_an_infra_process() {
         "{text}"
     );
     // Stopping one container leaves the others and the infra alone.
-    d.runtime
-        .stop_container(cri::StopContainerRequest {
-            container_id: a.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    d.stop_container(&a, 0).await.unwrap();
     let ps = d.exec_sync(&b, &["ps", "-o", "args"], 5).await.unwrap();
     assert!(!out(&ps).contains("sleep 3131"), "{}", out(&ps));
-    let status = d
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let info = d.pod_info(&pod_id).await.unwrap();
     let infra_pid = info["pid"].as_i64().unwrap();
     assert!(infra_pid > 0, "{info}");
     assert!(std::path::Path::new(&format!("/proc/{infra_pid}")).exists());
-    d.runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await
-        .unwrap();
+    d.stop_pod(&pod_id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !std::path::Path::new(&format!("/proc/{infra_pid}/ns")).exists(),
@@ -171,26 +112,9 @@ async fn pod_shared_pid_namespace_has_an_infra_process() {
     );
 
     // When the infra process dies, the pod is NotReady (kubelet then recreates it).
-    let mut pod2 = pod_config("sharedpid2", logs.path());
-    with_pod_namespaces(
-        &mut pod2,
-        cri::NamespaceOption {
-            pid: NamespaceMode::Pod as i32,
-            ..Default::default()
-        },
-    );
+    let pod2 = pod_config("sharedpid2", logs.path()).with_namespaces(pod_pid_namespace());
     let pod2_id = d.run_pod(&pod2).await.unwrap();
-    let status = d
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod2_id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
-    let infra_pid = info["pid"].as_i64().unwrap() as i32;
+    let infra_pid = d.pod_info(&pod2_id).await.unwrap()["pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(infra_pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -198,18 +122,7 @@ async fn pod_shared_pid_namespace_has_an_infra_process() {
     .unwrap();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let state = d
-            .runtime
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: pod2_id.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap()
-            .state;
+        let state = d.pod_status(&pod2_id).await.unwrap().state;
         if state == cri::PodSandboxState::SandboxNotready as i32 {
             break;
         }
@@ -240,14 +153,7 @@ async fn hostname_dns_sysctls_shm_and_host_namespaces() {
         .insert("net.ipv4.ip_unprivileged_port_start".into(), "77".into());
     linux.sysctls.insert("kernel.shmmni".into(), "1234".into());
     let pod_id = d.run_pod(&pod).await.unwrap();
-    let c = d
-        .run_container(
-            &pod_id,
-            &pod,
-            &container_config("c", &image, &["sleep", "1000"]),
-        )
-        .await
-        .unwrap();
+    let c = d.run_sleeper(&pod_id, &pod, "c", &image).await.unwrap();
     let r = d
         .exec_sync(&c, &["cat", "/etc/resolv.conf", "/etc/hostname"], 5)
         .await
@@ -309,25 +215,14 @@ async fn hostname_dns_sysctls_shm_and_host_namespaces() {
     assert_ne!(out(&r).trim(), host_netns.to_string_lossy());
 
     // A hostNetwork + hostIPC + hostPID pod sees the node's namespaces.
-    let mut host = pod_config("hostns", logs.path());
-    with_pod_namespaces(
-        &mut host,
-        cri::NamespaceOption {
-            network: NamespaceMode::Node as i32,
-            ipc: NamespaceMode::Node as i32,
-            pid: NamespaceMode::Node as i32,
-            ..Default::default()
-        },
-    );
+    let host = pod_config("hostns", logs.path()).with_namespaces(cri::NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        ipc: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Node as i32,
+        ..Default::default()
+    });
     let host_id = d.run_pod(&host).await.unwrap();
-    let h = d
-        .run_container(
-            &host_id,
-            &host,
-            &container_config("h", &image, &["sleep", "1000"]),
-        )
-        .await
-        .unwrap();
+    let h = d.run_sleeper(&host_id, &host, "h", &image).await.unwrap();
     let r = d
         .exec_sync(
             &h,
@@ -357,17 +252,7 @@ async fn hostname_dns_sysctls_shm_and_host_namespaces() {
         out(&r).trim(),
         nix::unistd::gethostname().unwrap().to_string_lossy()
     );
-    let status = d
-        .runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: host_id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = d.pod_status(&host_id).await.unwrap();
     let ns = status.linux.unwrap().namespaces.unwrap().options.unwrap();
     assert_eq!(
         (ns.network, ns.ipc),
@@ -392,25 +277,13 @@ async fn seccomp_profiles_apply_to_the_container_and_to_exec() {
         r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["sethostname"],"action":"SCMP_ACT_ERRNO"}]}"#,
     )
     .unwrap();
-    let mut c = container_config(
+    let c = container_config(
         "blocked",
         &image,
         &["sh", "-c", "hostname from-init 2>/dev/null && echo init-could || echo init-blocked; exec sleep 1000"],
-    );
-    c.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            capabilities: Some(cri::Capability {
-                add_capabilities: vec!["SYS_ADMIN".into()],
-                ..Default::default()
-            }),
-            seccomp: Some(cri::SecurityProfile {
-                profile_type: cri::security_profile::ProfileType::Localhost as i32,
-                localhost_ref: profile.to_string_lossy().into_owned(),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    )
+    .with_added_capabilities(&["SYS_ADMIN"])
+    .with_seccomp_profile(&profile.to_string_lossy());
     let id = d.run_container(&pod_id, &pod, &c).await.unwrap();
     let log = logs.path().join("blocked/0.log");
     let deadline = std::time::Instant::now() + WAIT;
