@@ -3,14 +3,17 @@
 use std::time::Duration;
 
 use rcrun_proto::cri;
-use rcrun_tests::daemon::{container_config, pod_config, Daemon, DaemonOptions};
+use rcrun_tests::daemon::{
+    container_config, log_dir, pod_config, ContainerConfigExt, Daemon, DaemonOptions,
+};
 use tonic::Code;
 
-fn log_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("rcri-logs")
-        .tempdir()
-        .unwrap()
+/// RunPodSandbox of `config` with the default runtime handler.
+fn run_pod_request(config: cri::PodSandboxConfig) -> cri::RunPodSandboxRequest {
+    cri::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    }
 }
 
 fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needle: &str) {
@@ -59,22 +62,14 @@ async fn bad_sandbox_requests() {
     let mut no_name = pod_config("noname", logs.path());
     no_name.metadata.as_mut().unwrap().name.clear();
     assert_code(
-        rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(no_name),
-            runtime_handler: String::new(),
-        })
-        .await,
+        rt.run_pod_sandbox(run_pod_request(no_name)).await,
         Code::InvalidArgument,
         "metadata.name",
     );
     let mut slash = pod_config("slash", logs.path());
     slash.metadata.as_mut().unwrap().name = "a/../b".into();
     assert_code(
-        rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(slash),
-            runtime_handler: String::new(),
-        })
-        .await,
+        rt.run_pod_sandbox(run_pod_request(slash)).await,
         Code::InvalidArgument,
         "invalid character",
     );
@@ -90,11 +85,7 @@ async fn bad_sandbox_requests() {
     let mut long_host = pod_config("host", logs.path());
     long_host.hostname = "h".repeat(65);
     assert_code(
-        rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(long_host),
-            runtime_handler: String::new(),
-        })
-        .await,
+        rt.run_pod_sandbox(run_pod_request(long_host)).await,
         Code::InvalidArgument,
         "hostname",
     );
@@ -106,11 +97,7 @@ async fn bad_sandbox_requests() {
         .sysctls
         .insert("vm.swappiness".into(), "10".into());
     assert_code(
-        rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(sysctl),
-            runtime_handler: String::new(),
-        })
-        .await,
+        rt.run_pod_sandbox(run_pod_request(sysctl)).await,
         Code::InvalidArgument,
         "vm.swappiness",
     );
@@ -120,10 +107,7 @@ async fn bad_sandbox_requests() {
     let id = d.run_pod(&pod).await.unwrap();
     assert_code(
         d.runtime
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(pod.clone()),
-                runtime_handler: String::new(),
-            })
+            .run_pod_sandbox(run_pod_request(pod.clone()))
             .await,
         Code::AlreadyExists,
         &format!("is reserved for \"{id}\""),
@@ -147,18 +131,8 @@ async fn bad_sandbox_requests() {
         Code::InvalidArgument,
         "pod_sandbox_id",
     );
-    d.runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: "f00d".repeat(16),
-        })
-        .await
-        .unwrap();
-    d.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: "../../etc".into(),
-        })
-        .await
-        .unwrap();
+    d.stop_pod(&"f00d".repeat(16)).await.unwrap();
+    d.remove_pod("../../etc").await.unwrap();
     assert_code(
         d.runtime
             .pod_sandbox_stats(cri::PodSandboxStatsRequest {
@@ -169,16 +143,8 @@ async fn bad_sandbox_requests() {
         "not found",
     );
 
-    d.runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    d.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
-        .await
-        .unwrap();
+    d.stop_pod(&id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
     // Failed requests left nothing: the run dir looks as before.
     let after: Vec<String> = entries(&d.run_dir)
         .into_iter()
@@ -193,13 +159,7 @@ async fn bad_sandbox_requests() {
         .filter(|e| !before.contains(e) && !e.ends_with("/pod"))
         .collect();
     assert!(leftover.is_empty(), "{leftover:?}");
-    let pods = d
-        .runtime
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = d.list_pods().await.unwrap();
     assert!(pods.is_empty(), "{pods:?}");
 }
 
@@ -268,17 +228,8 @@ async fn bad_container_requests() {
         "/no/such/host/path",
     );
 
-    let mut seccomp = container_config("seccomp", &image, &["true"]);
-    seccomp.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            seccomp: Some(cri::SecurityProfile {
-                profile_type: cri::security_profile::ProfileType::Localhost as i32,
-                localhost_ref: "/no/such/profile.json".into(),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let seccomp = container_config("seccomp", &image, &["true"])
+        .with_seccomp_profile("/no/such/profile.json");
     assert_code(
         d.runtime.create_container(create(seccomp, &pod_id)).await,
         Code::NotFound,
@@ -324,39 +275,16 @@ async fn bad_container_requests() {
         "not found",
     );
     assert_code(
-        d.runtime
-            .exec_sync(cri::ExecSyncRequest {
-                container_id: unknown.clone(),
-                cmd: vec!["true".into()],
-                timeout: 0,
-            })
-            .await,
+        d.exec_sync(&unknown, &["true"], 0).await,
         Code::NotFound,
         "not found",
     );
-    d.runtime
-        .stop_container(cri::StopContainerRequest {
-            container_id: unknown.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
-    d.runtime
-        .remove_container(cri::RemoveContainerRequest {
-            container_id: unknown,
-        })
-        .await
-        .unwrap();
+    d.stop_container(&unknown, 0).await.unwrap();
+    d.remove_container(&unknown).await.unwrap();
 
     // ExecSync in a container that is not running; starting twice.
     assert_code(
-        d.runtime
-            .exec_sync(cri::ExecSyncRequest {
-                container_id: first.clone(),
-                cmd: vec!["true".into()],
-                timeout: 0,
-            })
-            .await,
+        d.exec_sync(&first, &["true"], 0).await,
         Code::FailedPrecondition,
         "not running",
     );
@@ -371,24 +299,13 @@ async fn bad_container_requests() {
         "created",
     );
     assert_code(
-        d.runtime
-            .exec_sync(cri::ExecSyncRequest {
-                container_id: first.clone(),
-                cmd: vec![],
-                timeout: 0,
-            })
-            .await,
+        d.exec_sync(&first, &[], 0).await,
         Code::InvalidArgument,
         "cmd",
     );
 
     // A container in a stopped pod.
-    d.runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await
-        .unwrap();
+    d.stop_pod(&pod_id).await.unwrap();
     let st = d.status(&first).await.unwrap();
     assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
     assert_code(
@@ -400,13 +317,7 @@ async fn bad_container_requests() {
     );
 
     // Nothing of the failed creates is listed or left on disk.
-    let list = d
-        .runtime
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let list = d.list_containers().await.unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
     let ctr_dirs: Vec<_> = std::fs::read_dir(d.run_dir.join("ctr"))
         .unwrap()
@@ -454,13 +365,7 @@ async fn garbage_requests_do_not_hurt_the_daemon() {
         .unwrap()
         .into_inner();
     assert_eq!(v.runtime_name, "rcrun-cri");
-    let pods = d
-        .runtime
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = d.list_pods().await.unwrap();
     assert!(pods.is_empty());
 }
 
