@@ -3,20 +3,11 @@
 use std::time::Duration;
 
 use rcrun_proto::cri;
-use rcrun_tests::daemon::{container_config, pod_config, Daemon, DaemonOptions};
+use rcrun_tests::daemon::{
+    container_config, log_dir, pod_config, ContainerConfigExt, Daemon, DaemonOptions,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn log_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("rcri-logs")
-        .tempdir()
-        .unwrap()
-}
-
-fn with_resources(c: &mut cri::ContainerConfig, r: cri::LinuxContainerResources) {
-    c.linux.get_or_insert_with(Default::default).resources = Some(r);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oom_killed_is_reported() {
@@ -26,19 +17,16 @@ async fn oom_killed_is_reported() {
     let pod = pod_config("oom", logs.path());
     let pod_id = d.run_pod(&pod).await.unwrap();
     // Doubling a shell string until the 16 MiB limit is hit.
-    let mut hog = container_config(
+    let hog = container_config(
         "hog",
         &image,
         &["sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"],
-    );
-    with_resources(
-        &mut hog,
-        cri::LinuxContainerResources {
-            memory_limit_in_bytes: 16 * 1024 * 1024,
-            memory_swap_limit_in_bytes: 16 * 1024 * 1024,
-            ..Default::default()
-        },
-    );
+    )
+    .with_resources(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 16 * 1024 * 1024,
+        memory_swap_limit_in_bytes: 16 * 1024 * 1024,
+        ..Default::default()
+    });
     let id = d.run_container(&pod_id, &pod, &hog).await.unwrap();
     let st = d
         .wait_state(&id, cri::ContainerState::ContainerExited, WAIT)
@@ -56,20 +44,10 @@ async fn oom_killed_is_reported() {
 
     // A plain SIGKILL is no OOM.
     let id = d
-        .run_container(
-            &pod_id,
-            &pod,
-            &container_config("killed", &image, &["sleep", "1000"]),
-        )
+        .run_sleeper(&pod_id, &pod, "killed", &image)
         .await
         .unwrap();
-    d.runtime
-        .stop_container(cri::StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    d.stop_container(&id, 0).await.unwrap();
     let st = d.status(&id).await.unwrap();
     assert_eq!((st.reason.as_str(), st.exit_code), ("Error", 137), "{st:?}");
     d.remove_all_pods().await.unwrap();
@@ -214,13 +192,7 @@ async fn stats_update_and_log_reopen() {
     // The new file is there when the call returns (kubelet reads it next).
     assert!(log.exists(), "the log was not reopened");
     // Not running: FailedPrecondition.
-    d.runtime
-        .stop_container(cri::StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    d.stop_container(&id, 0).await.unwrap();
     let err = d
         .runtime
         .reopen_container_log(cri::ReopenContainerLogRequest {
@@ -321,19 +293,7 @@ async fn version_status_and_runtime_config() {
         ..Default::default()
     })
     .await;
-    let s = cni
-        .runtime
-        .status(cri::StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner();
-    let net = s
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .unwrap();
+    let net = cni.condition("NetworkReady").await.unwrap();
     assert!(
         !net.status && !net.reason.is_empty() && !net.message.is_empty(),
         "{net:?}"
@@ -387,16 +347,7 @@ async fn monitors_stay_small() {
             &["sh", "-c", "while true; do echo tick; sleep 0.05; done"],
         );
         let id = d.run_container(&pod_id, &pod, &c).await.unwrap();
-        let status = d
-            .runtime
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id,
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+        let info = d.container_info(&id).await.unwrap();
         rss.push(info["monitorPid"].as_i64().unwrap());
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
