@@ -1,9 +1,9 @@
 //! `rcrun exec`: run another process in a running container.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::oci_spec::runtime::{Capability, LinuxNamespaceType, Process};
+use libcontainer::oci_spec::runtime::{Capability, Process};
 use libcontainer::syscall::syscall::SyscallType;
 
 use crate::cli::ExecArgs;
@@ -12,7 +12,7 @@ use crate::confine::ExecConfinement;
 use crate::console::ConsoleSocket;
 use crate::container::{Handle, Root};
 use crate::executor::ProcessExecutor;
-use crate::supervise;
+use crate::{supervise, userns_exec};
 
 /// Returns rcrun's exit code (the process's, unless detached).
 pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
@@ -22,17 +22,6 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
     let h = Handle::load(root, &args.id)?;
     let spec =
         crate::spec::load(&root.bundle_dir(&args.id)).context("load the container's config")?;
-    let userns = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
-    if userns {
-        // libcontainer 0.7 does not join the user namespace on exec; the
-        // process would run with the host's root identity.
-        bail!("exec into a container with its own user namespace is not supported");
-    }
-
     let mut process = build_process(args, spec.process().as_ref())?;
     let (confinement, notify) = match spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
         Some(seccomp) => {
@@ -58,29 +47,86 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
         .map(|c| c.path().to_path_buf())
         .or_else(|| args.console_socket.clone());
 
-    let process_file = root
-        .bundle_dir(&args.id)
-        .join(format!("exec-{}.json", std::process::id()));
-    std::fs::write(&process_file, serde_json::to_vec(&process)?).context("write process.json")?;
-    let _cleanup = RemoveOnDrop(process_file.clone());
-
     let set = if args.detach {
         None
     } else {
         Some(supervise::block_signals()?)
     };
     let stdio = Stdio::inherit();
+    // libcontainer calls setgroups only for additionalGids: without this the
+    // process would keep rcrun's supplementary groups (host groups).
+    nix::unistd::setgroups(&[]).context("clear supplementary groups")?;
+    let executor = ProcessExecutor {
+        new_keyring: None,
+        confinement,
+    };
+    let pid = if userns_exec::has_user_namespace(&spec) {
+        // libcontainer's tenant builder leaves the user namespace out.
+        userns_exec::spawn(
+            &h.container,
+            h.meta.init_start_time,
+            userns_exec::TenantProcess {
+                id: args.id.clone(),
+                bundle: root.bundle_dir(&args.id),
+                spec,
+                process,
+                executor,
+                stdio,
+                pid_file: args.pid_file.clone(),
+                console_socket: console_path.clone(),
+                preserve_fds: args.preserve_fds,
+                detached: args.detach || console_path.is_some(),
+                ignore_paused: args.ignore_paused,
+                sub_cgroup: args.cgroup.clone(),
+            },
+        )
+        .context("exec failed")?
+    } else {
+        exec_as_tenant(
+            root,
+            args,
+            &process,
+            executor,
+            stdio,
+            console_path.as_deref(),
+        )?
+    };
+    if let Some(n) = notify {
+        n.forward(pid, &h.container.state).context("exec failed")?;
+    }
+    drop(h);
+    let pty = match &own_console {
+        Some(c) => Some(c.receive()?),
+        None => None,
+    };
+    match set {
+        None => Ok(0),
+        Some(set) => supervise::wait(pid, &set, pty),
+    }
+}
+
+/// Starts the process with libcontainer's tenant builder; returns its PID.
+fn exec_as_tenant(
+    root: &Root,
+    args: &ExecArgs,
+    process: &Process,
+    executor: ProcessExecutor,
+    stdio: Stdio,
+    console_path: Option<&Path>,
+) -> Result<i32> {
+    let process_file = root
+        .bundle_dir(&args.id)
+        .join(format!("exec-{}.json", std::process::id()));
+    std::fs::write(&process_file, serde_json::to_vec(process)?).context("write process.json")?;
+    let _cleanup = RemoveOnDrop(process_file.clone());
     let mut builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(root.path())
         .context("root path")?
         .with_pid_file(args.pid_file.as_deref())
         .context("pid file")?
-        .with_console_socket(console_path.as_deref())
+        .with_console_socket(console_path)
         .with_preserved_fds(args.preserve_fds)
-        .with_executor(ProcessExecutor {
-            new_keyring: None,
-            confinement,
-        });
+        .with_executor(executor);
     if let Some(fd) = stdio.stdin {
         builder = builder.with_stdin(fd);
     }
@@ -99,19 +145,7 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
         .build()
         .map_err(|e| anyhow::anyhow!(crate::tidy_libcontainer_error(&crate::error_text(&e))))
         .context("exec failed")?;
-    if let Some(n) = notify {
-        n.forward(pid.as_raw(), &h.container.state)
-            .context("exec failed")?;
-    }
-    drop(h);
-    let pty = match &own_console {
-        Some(c) => Some(c.receive()?),
-        None => None,
-    };
-    match set {
-        None => Ok(0),
-        Some(set) => supervise::wait(pid.as_raw(), &set, pty),
-    }
+    Ok(pid.as_raw())
 }
 
 struct RemoveOnDrop(PathBuf);
