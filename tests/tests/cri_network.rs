@@ -6,29 +6,10 @@ use std::time::Duration;
 use rcrun_proto::cri;
 use rcrun_proto::cri::NamespaceMode;
 use rcrun_tests::cni::{BridgeNetwork, Netns, PLUGIN_DIR};
-use rcrun_tests::daemon::{container_config, pod_config, Daemon, DaemonOptions};
-
-fn log_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("rcri-logs")
-        .tempdir()
-        .unwrap()
-}
+use rcrun_tests::daemon::{container_config, log_dir, pod_config, Daemon, DaemonOptions};
 
 async fn pod_ip(d: &mut Daemon, pod_id: &str) -> String {
-    d.runtime
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .network
-        .unwrap()
-        .ip
+    d.pod_status(pod_id).await.unwrap().network.unwrap().ip
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,19 +31,7 @@ async fn pods_get_ips_talk_and_release_them() {
     let image = d.import_fixture("busybox");
     let logs = log_dir();
 
-    let status = d
-        .runtime
-        .status(cri::StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner();
-    let ready = status
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .unwrap();
+    let ready = d.condition("NetworkReady").await.unwrap();
     assert!(ready.status, "{ready:?}");
 
     let server_pod = pod_config("server", logs.path());
@@ -91,11 +60,7 @@ async fn pods_get_ips_talk_and_release_them() {
         .await
         .unwrap();
     let client = d
-        .run_container(
-            &client_id,
-            &client_pod,
-            &container_config("cli", &image, &["sleep", "1000"]),
-        )
+        .run_sleeper(&client_id, &client_pod, "cli", &image)
         .await
         .unwrap();
     d.wait_state(
@@ -150,12 +115,7 @@ async fn pods_get_ips_talk_and_release_them() {
     assert_eq!(net.allocated_ips().len(), 2);
 
     // Stop releases the IP (DEL); a killed and restarted daemon still releases the others.
-    d.runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: client_id.clone(),
-        })
-        .await
-        .unwrap();
+    d.stop_pod(&client_id).await.unwrap();
     assert_eq!(net.allocated_ips().len(), 1);
     d.kill9();
     d.restart().await;
@@ -205,36 +165,14 @@ async fn a_failed_teardown_keeps_the_network_for_a_retried_stop() {
     let hidden = bins.path().join("hidden");
     std::fs::create_dir(&hidden).unwrap();
     std::fs::rename(bins.path().join("bridge"), hidden.join("bridge")).unwrap();
-    let err = d
-        .runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await
-        .unwrap_err();
+    let err = d.stop_pod(&pod_id).await.unwrap_err();
     assert!(err.message().contains("tear down"), "{err:?}");
     assert_eq!(net.allocated_ips().len(), 1);
-    let err = d
-        .runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await
-        .unwrap_err();
+    let err = d.remove_pod(&pod_id).await.unwrap_err();
     assert!(err.message().contains("tear down"), "{err:?}");
     // Back again: the retried Stop releases the IP, Remove finishes.
     std::fs::rename(hidden.join("bridge"), bins.path().join("bridge")).unwrap();
-    d.runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await
-        .unwrap();
+    d.stop_pod(&pod_id).await.unwrap();
     assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
-    d.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id,
-        })
-        .await
-        .unwrap();
+    d.remove_pod(&pod_id).await.unwrap();
 }

@@ -5,19 +5,12 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rcrun_proto::cri;
-use rcrun_tests::daemon::{container_config, pod_config, Daemon, DaemonOptions};
+use rcrun_tests::daemon::{container_config, log_dir, pod_config, Daemon, DaemonOptions};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn log_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("rcri-logs")
-        .tempdir()
-        .unwrap()
-}
 
 async fn ws_connect(url: &str, protocol: &str) -> Ws {
     let url = url.replacen("http://", "ws://", 1);
@@ -210,13 +203,7 @@ async fn exec_attach_and_port_forward() {
     assert!(answer.contains("pong"), "{answer:?}");
 
     // Streaming requests for a stopped container are refused up front.
-    d.runtime
-        .stop_container(cri::StopContainerRequest {
-            container_id: echo.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    d.stop_container(&echo, 0).await.unwrap();
     let err = d
         .runtime
         .exec(cri::ExecRequest {
