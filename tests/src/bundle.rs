@@ -3,7 +3,7 @@
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,13 @@ impl Bundle {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Changes the spec with `change` and writes it.
+    pub fn edit(mut self, change: impl FnOnce(&mut Value)) -> Bundle {
+        change(&mut self.spec);
+        self.write();
+        self
     }
 
     /// Writes `spec` to `config.json` (call after changing it).
@@ -200,12 +207,37 @@ impl Rcrun {
         err
     }
 
-    /// `run -d` a container on a bundle; returns its ID (tracked).
-    pub fn run_detached(&self, prefix: &str, bundle: &Bundle) -> String {
+    /// A new unique container ID, tracked for the final `delete --force`.
+    pub fn tracked_id(&self, prefix: &str) -> String {
         let id = unique_id(prefix);
         self.track(&id);
+        id
+    }
+
+    /// `run -d` a container on a bundle; returns its ID (tracked).
+    pub fn run_detached(&self, prefix: &str, bundle: &Bundle) -> String {
+        let id = self.tracked_id(prefix);
         self.ok(&["run", "-d", "-b", bundle.path().to_str().unwrap(), &id]);
         id
+    }
+
+    /// `create` a container on a bundle (not started); returns its ID (tracked).
+    pub fn create(&self, prefix: &str, bundle: &Bundle) -> String {
+        let id = self.tracked_id(prefix);
+        self.ok(&["create", "-b", bundle.path().to_str().unwrap(), &id]);
+        id
+    }
+
+    /// `run` a container in the foreground as a child process and waits
+    /// until it runs; returns its ID (tracked) and the `rcrun run` process.
+    pub fn spawn_running(&self, prefix: &str, bundle: &Bundle) -> (String, Child) {
+        let id = self.tracked_id(prefix);
+        let child = self
+            .cmd(&["run", "-b", bundle.path().to_str().unwrap(), &id])
+            .spawn()
+            .expect("spawn rcrun run");
+        self.wait_status(&id, "running");
+        (id, child)
     }
 
     /// `state <id>` as JSON.
@@ -244,6 +276,13 @@ impl Rcrun {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Runs a container in the foreground, asserts it exits 0; returns its stdout.
+    pub fn run_fg_ok(&self, bundle: &Bundle, prefix: &str) -> String {
+        let (code, out, err) = self.run_fg(bundle, &unique_id(prefix));
+        assert_eq!(code, 0, "stderr: {err}");
+        out
     }
 }
 

@@ -26,8 +26,7 @@ fn run_prints_output_and_exits_with_the_containers_code() {
 fn process_is_pid_1_with_hostname_and_only_loopback() {
     let r = Rcrun::new();
     let b = sh("echo pid=$$; hostname; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
-    let (code, out, err) = r.run_fg(&b, &unique_id("ns"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "ns");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines, ["pid=1", "rcrun-test", "lo"], "{out}");
 }
@@ -35,11 +34,10 @@ fn process_is_pid_1_with_hostname_and_only_loopback() {
 #[test]
 fn domainname_is_set() {
     let r = Rcrun::new();
-    let mut b = sh("cat /proc/sys/kernel/domainname");
-    b.spec["domainname"] = json!("example.test");
-    b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("dom"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let b = sh("cat /proc/sys/kernel/domainname").edit(|spec| {
+        spec["domainname"] = json!("example.test");
+    });
+    let out = r.run_fg_ok(&b, "dom");
     assert_eq!(out.trim(), "example.test");
 }
 
@@ -54,12 +52,11 @@ fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
 #[test]
 fn user_group_additional_gids_and_umask() {
     let r = Rcrun::new();
-    let mut b = sh("cat /proc/self/status; touch /tmp/f; stat -c %a /tmp/f");
-    b.spec["process"]["user"] =
-        json!({"uid": 1000, "gid": 1001, "additionalGids": [20, 30], "umask": 63});
-    b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("user"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let b = sh("cat /proc/self/status; touch /tmp/f; stat -c %a /tmp/f").edit(|spec| {
+        spec["process"]["user"] =
+            json!({"uid": 1000, "gid": 1001, "additionalGids": [20, 30], "umask": 63});
+    });
+    let out = r.run_fg_ok(&b, "user");
     assert_eq!(status_field(&out, "Uid"), "1000\t1000\t1000\t1000");
     assert_eq!(status_field(&out, "Gid"), "1001\t1001\t1001\t1001");
     assert_eq!(status_field(&out, "Groups"), "20 30");
@@ -84,8 +81,7 @@ fn capability_sets_are_what_the_config_asks() {
     let bnd = format!("{:016x}", 1 | 1 << 5 | 1 << 13);
     let kill = format!("{:016x}", 1 << 5);
     // As root, execve grants the whole bounding set (the kernel's rules).
-    let (code, out, err) = r.run_fg(&b, &unique_id("caps"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "caps");
     assert_eq!(status_field(&out, "CapBnd"), bnd);
     assert_eq!(status_field(&out, "CapEff"), bnd);
     assert_eq!(status_field(&out, "CapInh"), kill);
@@ -93,8 +89,7 @@ fn capability_sets_are_what_the_config_asks() {
     // As another user, only the ambient set survives execve.
     b.spec["process"]["user"] = json!({"uid": 1000, "gid": 1000});
     b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("caps"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "caps");
     assert_eq!(status_field(&out, "CapBnd"), bnd);
     assert_eq!(status_field(&out, "CapEff"), kill);
     assert_eq!(status_field(&out, "CapPrm"), kill);
@@ -106,8 +101,7 @@ fn capability_sets_are_what_the_config_asks() {
 fn no_new_privileges_is_set() {
     let r = Rcrun::new();
     let b = sh("grep ^NoNewPrivs /proc/self/status");
-    let (code, out, err) = r.run_fg(&b, &unique_id("nnp"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "nnp");
     assert_eq!(status_field(&out, "NoNewPrivs"), "1");
 }
 
@@ -119,8 +113,7 @@ fn masked_paths_are_unreadable_and_readonly_paths_unwritable() {
          if echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null; then echo sys=rw; else echo sys=ro; fi; \
          if touch /etc/newfile 2>/dev/null; then echo root=rw; else echo root=ro; fi",
     );
-    let (code, out, err) = r.run_fg(&b, &unique_id("mask"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "mask");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         ["kcore=0", "acpi=0", "sys=ro", "root=ro"],
@@ -131,16 +124,15 @@ fn masked_paths_are_unreadable_and_readonly_paths_unwritable() {
 #[test]
 fn rlimits_env_and_cwd() {
     let r = Rcrun::new();
-    let mut b = sh("ulimit -Sn; ulimit -Hn; echo $GREETING; pwd");
-    b.spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]);
-    b.spec["process"]["env"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!("GREETING=hi there"));
-    b.spec["process"]["cwd"] = json!("/tmp");
-    b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("rlim"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let b = sh("ulimit -Sn; ulimit -Hn; echo $GREETING; pwd").edit(|spec| {
+        spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]);
+        spec["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("GREETING=hi there"));
+        spec["process"]["cwd"] = json!("/tmp");
+    });
+    let out = r.run_fg_ok(&b, "rlim");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         ["123", "456", "hi there", "/tmp"]
@@ -167,12 +159,11 @@ fn seccomp_denied_syscall_returns_the_configured_errno() {
 #[test]
 fn sysctl_and_oom_score_adj() {
     let r = Rcrun::new();
-    let mut b = sh("cat /proc/sys/net/ipv4/ip_forward; cat /proc/self/oom_score_adj");
-    b.spec["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
-    b.spec["process"]["oomScoreAdj"] = json!(500);
-    b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("sysctl"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let b = sh("cat /proc/sys/net/ipv4/ip_forward; cat /proc/self/oom_score_adj").edit(|spec| {
+        spec["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+        spec["process"]["oomScoreAdj"] = json!(500);
+    });
+    let out = r.run_fg_ok(&b, "sysctl");
     assert_eq!(out.lines().collect::<Vec<_>>(), ["1", "500"]);
 }
 
@@ -232,9 +223,9 @@ fn hooks_run_in_order_with_state_on_stdin() {
 #[test]
 fn failing_hook_fails_create_and_leaves_nothing() {
     let r = Rcrun::new();
-    let mut b = sh("true");
-    b.spec["hooks"] = json!({"createRuntime": [{"path": "/bin/false", "args": ["false"]}]});
-    b.write();
+    let b = sh("true").edit(|spec| {
+        spec["hooks"] = json!({"createRuntime": [{"path": "/bin/false", "args": ["false"]}]});
+    });
     let id = unique_id("badhook");
     r.fails(&["create", "-b", b.path().to_str().unwrap(), &id]);
     assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
@@ -243,10 +234,10 @@ fn failing_hook_fails_create_and_leaves_nothing() {
 #[test]
 fn hook_timeout_is_enforced() {
     let r = Rcrun::new();
-    let mut b = sh("true");
-    b.spec["hooks"] =
-        json!({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
-    b.write();
+    let b = sh("true").edit(|spec| {
+        spec["hooks"] =
+            json!({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
+    });
     let id = unique_id("hooktimeout");
     let start = std::time::Instant::now();
     let err = r.fails(&["create", "-b", b.path().to_str().unwrap(), &id]);
@@ -262,9 +253,7 @@ fn hook_timeout_is_enforced() {
 fn create_start_state_list_and_delete() {
     let r = Rcrun::new();
     let b = Bundle::new(&["sleep", "1000"]);
-    let id = unique_id("life");
-    r.track(&id);
-    r.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    let id = r.create("life", &b);
     let st = r.state(&id);
     assert_eq!(st["status"], "created");
     assert_eq!(st["id"], id.as_str());
@@ -313,8 +302,7 @@ fn create_start_state_list_and_delete() {
 fn pid_file_is_written() {
     let r = Rcrun::new();
     let b = Bundle::new(&["sleep", "1000"]);
-    let id = unique_id("pidfile");
-    r.track(&id);
+    let id = r.tracked_id("pidfile");
     let pf = b.path().join("init.pid");
     r.ok(&[
         "create",
@@ -337,13 +325,7 @@ fn kill_takes_signal_names_and_numbers() {
     let r = Rcrun::new();
     let b = sh("trap 'exit 42' USR1; trap 'exit 43' HUP; while true; do sleep 0.05; done");
     for (sig, code) in [("USR1", 42), ("SIGUSR1", 42), ("10", 42), ("hup", 43)] {
-        let id = unique_id("sig");
-        r.track(&id);
-        let mut child = r
-            .cmd(&["run", "-b", b.path().to_str().unwrap(), &id])
-            .spawn()
-            .unwrap();
-        r.wait_status(&id, "running");
+        let (id, mut child) = r.spawn_running("sig", &b);
         // Let the shell install its traps.
         std::thread::sleep(Duration::from_millis(300));
         r.ok(&["kill", &id, sig]);
@@ -359,13 +341,7 @@ fn kill_takes_signal_names_and_numbers() {
 fn run_exits_128_plus_signal_when_killed() {
     let r = Rcrun::new();
     let b = Bundle::new(&["sleep", "1000"]);
-    let id = unique_id("sigexit");
-    r.track(&id);
-    let mut child = r
-        .cmd(&["run", "-b", b.path().to_str().unwrap(), &id])
-        .spawn()
-        .unwrap();
-    r.wait_status(&id, "running");
+    let (id, mut child) = r.spawn_running("sigexit", &b);
     r.ok(&["kill", &id, "SIGKILL"]);
     assert_eq!(child.wait().unwrap().code(), Some(137));
     assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
@@ -375,13 +351,7 @@ fn run_exits_128_plus_signal_when_killed() {
 fn run_forwards_signals_to_the_container() {
     let r = Rcrun::new();
     let b = sh("trap 'exit 44' TERM; while true; do sleep 0.05; done");
-    let id = unique_id("fwd");
-    r.track(&id);
-    let mut child = r
-        .cmd(&["run", "-b", b.path().to_str().unwrap(), &id])
-        .spawn()
-        .unwrap();
-    r.wait_status(&id, "running");
+    let (_, mut child) = r.spawn_running("fwd", &b);
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -394,10 +364,10 @@ fn run_forwards_signals_to_the_container() {
 #[test]
 fn kill_all_signals_every_process() {
     let r = Rcrun::new();
-    let mut b = sh("sleep 1000 & sleep 1000 & wait");
-    // Without a PID namespace, the init's death would not take the others.
-    b.spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "uts"}, {"type": "ipc"}]);
-    b.write();
+    let b = sh("sleep 1000 & sleep 1000 & wait").edit(|spec| {
+        // Without a PID namespace, the init's death would not take the others.
+        spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "uts"}, {"type": "ipc"}]);
+    });
     let id = r.run_detached("killall", &b);
     let cg = default_cgroups_path(&id);
     std::thread::sleep(Duration::from_millis(200));
@@ -672,12 +642,11 @@ fn events_stats_reports_the_cgroup() {
 #[test]
 fn console_socket_receives_the_pty_master() {
     let r = Rcrun::new();
-    let mut b = sh("tty; echo console-ok; sleep 1000");
-    b.spec["process"]["terminal"] = json!(true);
-    b.write();
+    let b = sh("tty; echo console-ok; sleep 1000").edit(|spec| {
+        spec["process"]["terminal"] = json!(true);
+    });
     let sock = ConsoleSocket::new();
-    let id = unique_id("tty");
-    r.track(&id);
+    let id = r.tracked_id("tty");
     r.ok(&[
         "create",
         "--console-socket",
@@ -749,9 +718,7 @@ fn delete_force_removes_a_running_container() {
 fn created_container_can_be_deleted_and_its_init_dies() {
     let r = Rcrun::new();
     let b = Bundle::new(&["sleep", "1000"]);
-    let id = unique_id("crdel");
-    r.track(&id);
-    r.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    let id = r.create("crdel", &b);
     r.ok(&["delete", &id]);
     assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
 }
@@ -760,8 +727,7 @@ fn created_container_can_be_deleted_and_its_init_dies() {
 fn run_keep_leaves_a_stopped_container() {
     let r = Rcrun::new();
     let b = sh("exit 0");
-    let id = unique_id("keep");
-    r.track(&id);
+    let id = r.tracked_id("keep");
     r.ok(&["run", "--keep", "-b", b.path().to_str().unwrap(), &id]);
     assert_eq!(r.status(&id), "stopped");
     r.ok(&["delete", &id]);
@@ -819,24 +785,22 @@ fn joins_a_network_namespace_by_path() {
         {"type": "network", "path": format!("/proc/{hpid}/ns/net")}
     ]);
     b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("netjoin"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "netjoin");
     assert_eq!(out.trim(), want.to_str().unwrap());
 }
 
 #[test]
 fn user_namespace_maps_ids() {
     let r = Rcrun::new();
-    let mut b = sh("cat /proc/self/uid_map; id -u");
-    b.spec["linux"]["namespaces"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"type": "user"}));
-    b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    b.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("userns"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let b = sh("cat /proc/self/uid_map; id -u").edit(|spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    });
+    let out = r.run_fg_ok(&b, "userns");
     let map: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(map, ["0", "100000", "65536"]);
     assert_eq!(out.lines().nth(1), Some("0"));
@@ -851,8 +815,7 @@ fn cgroup_and_time_namespaces() {
     ns.push(json!({"type": "time"}));
     b.spec["linux"]["timeOffsets"] = json!({"boottime": {"secs": 86400 * 400, "nanosecs": 0}});
     b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("cgtime"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "cgtime");
     let lines: Vec<&str> = out.lines().collect();
     // In its own cgroup namespace the container sees its cgroups as roots.
     assert!(lines[0].parse::<u32>().unwrap() >= 1, "{out}");
@@ -872,8 +835,7 @@ fn devices_from_the_config_are_created() {
         .unwrap()
         .push(json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}));
     b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("dev"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "dev");
     assert!(out.contains("crw-rw-rw- 1, 3"), "{out}");
     assert_eq!(out.lines().last(), Some("4"));
 }
@@ -892,8 +854,7 @@ fn bind_mounts_with_options_and_propagation() {
         "options": ["rbind", "ro", "nosuid", "nodev", "rprivate"]
     }));
     b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("bind"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "bind");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "shared-content");
     assert_eq!(lines[1], "ro");
@@ -945,8 +906,7 @@ fn features_and_spec_commands() {
 fn no_pivot_still_confines_the_root() {
     let r = Rcrun::new();
     let b = sh("ls /; test -e /bin/busybox && echo ok");
-    let id = unique_id("nopivot");
-    r.track(&id);
+    let id = r.tracked_id("nopivot");
     let out = r.run(&["run", "--no-pivot", "-b", b.path().to_str().unwrap(), &id]);
     assert!(
         out.status.success(),

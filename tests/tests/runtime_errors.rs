@@ -6,8 +6,7 @@ use serde_json::{json, Value};
 /// `create` on the bundle fails with a message containing `want`, and
 /// nothing of the container remains.
 fn create_fails(r: &Rcrun, b: &Bundle, want: &str) {
-    let id = unique_id("bad");
-    r.track(&id);
+    let id = r.tracked_id("bad");
     let err = r.fails(&["create", "-b", b.path().to_str().unwrap(), &id]);
     assert!(
         err.contains(want),
@@ -46,29 +45,29 @@ fn malformed_config_json() {
 #[test]
 fn invalid_field_is_named() {
     let r = Rcrun::new();
-    let mut b = Bundle::new(&["true"]);
-    b.spec["process"]["user"]["uid"] = json!("root");
-    b.write();
+    let b = Bundle::new(&["true"]).edit(|spec| {
+        spec["process"]["user"]["uid"] = json!("root");
+    });
     create_fails(&r, &b, "process.user.uid");
 
-    let mut b = Bundle::new(&["true"]);
-    b.spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "bogus"}]);
-    b.write();
+    let b = Bundle::new(&["true"]).edit(|spec| {
+        spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "bogus"}]);
+    });
     create_fails(&r, &b, "linux.namespaces");
 
-    let mut b = Bundle::new(&["true"]);
-    b.spec["process"]["cwd"] = json!("relative/dir");
-    b.write();
+    let b = Bundle::new(&["true"]).edit(|spec| {
+        spec["process"]["cwd"] = json!("relative/dir");
+    });
     create_fails(&r, &b, "process.cwd");
 
-    let mut b = Bundle::new(&["true"]);
-    b.spec["process"]["args"] = json!([]);
-    b.write();
+    let b = Bundle::new(&["true"]).edit(|spec| {
+        spec["process"]["args"] = json!([]);
+    });
     create_fails(&r, &b, "process.args");
 
-    let mut b = Bundle::new(&["true"]);
-    b.spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 5}]);
-    b.write();
+    let b = Bundle::new(&["true"]).edit(|spec| {
+        spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 5}]);
+    });
     create_fails(&r, &b, "process.rlimits");
 }
 
@@ -104,18 +103,18 @@ fn rlimit_above_the_runtimes_own_hard_limit_is_reported() {
 #[test]
 fn unknown_oci_version() {
     let r = Rcrun::new();
-    let mut b = Bundle::new(&["true"]);
-    b.spec["ociVersion"] = json!("2.0.0");
-    b.write();
+    let b = Bundle::new(&["true"]).edit(|spec| {
+        spec["ociVersion"] = json!("2.0.0");
+    });
     create_fails(&r, &b, "ociVersion");
 }
 
 #[test]
 fn missing_rootfs() {
     let r = Rcrun::new();
-    let mut b = Bundle::new(&["true"]);
-    b.spec["root"]["path"] = json!("/nonexistent/rootfs");
-    b.write();
+    let b = Bundle::new(&["true"]).edit(|spec| {
+        spec["root"]["path"] = json!("/nonexistent/rootfs");
+    });
     create_fails(&r, &b, "root.path");
 }
 
@@ -137,9 +136,9 @@ fn command_not_in_rootfs() {
 #[test]
 fn missing_mount_namespace_is_refused() {
     let r = Rcrun::new();
-    let mut b = Bundle::new(&["true"]);
-    b.spec["linux"]["namespaces"] = json!([{"type": "pid"}]);
-    b.write();
+    let b = Bundle::new(&["true"]).edit(|spec| {
+        spec["linux"]["namespaces"] = json!([{"type": "pid"}]);
+    });
     create_fails(&r, &b, "mount namespace");
 }
 
@@ -227,9 +226,7 @@ fn operations_on_a_missing_container() {
 fn start_twice_and_kill_stopped() {
     let r = Rcrun::new();
     let b = Bundle::new(&["true"]);
-    let id = unique_id("twice");
-    r.track(&id);
-    r.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    let id = r.create("twice", &b);
     r.ok(&["start", &id]);
     r.wait_status(&id, "stopped");
     let err = r.fails(&["start", &id]);
@@ -259,9 +256,7 @@ fn delete_of_running_needs_force() {
 fn init_killed_between_create_and_start_is_cleaned_by_delete_force() {
     let r = Rcrun::new();
     let b = Bundle::new(&["sleep", "1000"]);
-    let id = unique_id("crash");
-    r.track(&id);
-    r.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    let id = r.create("crash", &b);
     let pid = r.pid(&id);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -281,9 +276,7 @@ fn record_without_state_is_cleaned_by_delete_force() {
     // and a cgroup, but no libcontainer state.
     let r = Rcrun::new();
     let b = Bundle::new(&["sleep", "1000"]);
-    let id = unique_id("halfmade");
-    r.track(&id);
-    r.ok(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    let id = r.create("halfmade", &b);
     let pid = r.pid(&id);
     std::fs::remove_dir_all(r.root().join(&id)).unwrap();
     let err = r.fails(&["state", &id]);
@@ -348,8 +341,7 @@ fn systemd_cgroup_driver_is_refused_clearly() {
 fn exec_into_a_stopped_container_fails() {
     let r = Rcrun::new();
     let b = Bundle::new(&["true"]);
-    let id = unique_id("execstopped");
-    r.track(&id);
+    let id = r.tracked_id("execstopped");
     r.ok(&["run", "--keep", "-b", b.path().to_str().unwrap(), &id]);
     let err = r.fails(&["exec", &id, "true"]);
     assert!(err.contains("exec failed"), "{err}");
@@ -359,8 +351,7 @@ fn exec_into_a_stopped_container_fails() {
 fn concurrent_creates_of_one_id_let_exactly_one_win() {
     let r = Rcrun::new();
     let b = Bundle::new(&["sleep", "1000"]);
-    let id = unique_id("race");
-    r.track(&id);
+    let id = r.tracked_id("race");
     let children: Vec<_> = (0..4)
         .map(|_| {
             r.cmd(&["create", "-b", b.path().to_str().unwrap(), &id])
@@ -384,14 +375,14 @@ fn concurrent_creates_of_one_id_let_exactly_one_win() {
 #[test]
 fn exec_into_a_user_namespace_container_is_refused() {
     let r = Rcrun::new();
-    let mut b = Bundle::new(&["sleep", "1000"]);
-    b.spec["linux"]["namespaces"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"type": "user"}));
-    b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    b.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    b.write();
+    let b = Bundle::new(&["sleep", "1000"]).edit(|spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    });
     let id = r.run_detached("usernsexec", &b);
     let err = r.fails(&["exec", &id, "true"]);
     assert!(err.contains("user namespace"), "{err}");

@@ -14,23 +14,22 @@ fn sh(script: &str) -> Bundle {
 #[test]
 fn personality_linux32() {
     let r = Rcrun::new();
-    let mut b = sh("uname -m");
-    b.spec["linux"]["personality"] = json!({"domain": "LINUX32"});
-    b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("pers"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let b = sh("uname -m").edit(|spec| {
+        spec["linux"]["personality"] = json!({"domain": "LINUX32"});
+    });
+    let out = r.run_fg_ok(&b, "pers");
     assert_eq!(out.trim(), "i686");
 }
 
 #[test]
 fn io_priority_and_scheduler() {
     let r = Rcrun::new();
-    let mut b = sh("ionice -p $$; cut -d' ' -f41 /proc/self/stat; cut -d' ' -f19 /proc/self/stat");
-    b.spec["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
-    b.spec["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 5});
-    b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("sched"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let b = sh("ionice -p $$; cut -d' ' -f41 /proc/self/stat; cut -d' ' -f19 /proc/self/stat")
+        .edit(|spec| {
+            spec["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+            spec["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 5});
+        });
+    let out = r.run_fg_ok(&b, "sched");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("idle"), "{out}");
     // SCHED_BATCH is policy 3; nice 5 shows in field 19.
@@ -42,8 +41,7 @@ fn io_priority_and_scheduler() {
 fn preserve_fds_passes_extra_descriptors() {
     let r = Rcrun::new();
     let b = sh("cat <&3");
-    let id = unique_id("fds");
-    r.track(&id);
+    let id = r.tracked_id("fds");
     let (rd, wr) = nix::unistd::pipe().unwrap();
     nix::unistd::write(&wr, b"through-fd-3\n").unwrap();
     drop(wr);
@@ -88,8 +86,7 @@ fn session_keyring_is_new_unless_disabled() {
     let (code, out, err) = r.run_fg(&b, &id);
     assert_eq!(code, 0, "stderr: {err}");
     assert!(out.trim().parse::<u32>().unwrap() >= 1, "{out}");
-    let id2 = unique_id("nokeyring");
-    r.track(&id2);
+    let id2 = r.tracked_id("nokeyring");
     let out = r.run(&[
         "run",
         "--no-new-keyring",
@@ -114,13 +111,13 @@ fn recursive_read_only_bind_mount() {
         "options": ["rbind", "rro"]
     }));
     b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("rro"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "rro");
     assert_eq!(out.trim(), "sub=ro");
 }
 
 /// Accepts one connection on a seccomp listener socket; returns the state
-/// sent and the number of fds (closed, so the pending syscall fails).
+/// sent and the number of fds (closed, so the pending syscall fails with
+/// ENOSYS).
 fn receive_seccomp_notify(listener: &std::os::unix::net::UnixListener) -> (Value, usize) {
     let (stream, _) = listener.accept().unwrap();
     let mut buf = [0u8; 8192];
@@ -208,35 +205,8 @@ fn seccomp_notify_sends_the_listener_fd_and_state() {
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
     });
     b.write();
-    let id = unique_id("notify");
-    r.track(&id);
-    let agent = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 8192];
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = nix::sys::socket::recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            nix::sys::socket::MsgFlags::empty(),
-        )
-        .unwrap();
-        let mut fds = Vec::new();
-        for c in msg.cmsgs().unwrap() {
-            if let nix::sys::socket::ControlMessageOwned::ScmRights(f) = c {
-                fds.extend(f);
-            }
-        }
-        let n = msg.bytes;
-        let state: Value = serde_json::from_slice(&buf[..n]).unwrap();
-        // Closing the notify fd makes the pending syscall fail (ENOSYS).
-        for fd in fds.iter() {
-            // SAFETY: we own the received fd.
-            unsafe { libc::close(*fd) };
-        }
-        (state, fds.len())
-    });
+    let id = r.tracked_id("notify");
+    let agent = std::thread::spawn(move || receive_seccomp_notify(&listener));
     let mut child = r
         .cmd(&["run", "-b", b.path().to_str().unwrap(), &id])
         .stdout(std::process::Stdio::piped())
@@ -262,9 +232,9 @@ fn seccomp_notify_sends_the_listener_fd_and_state() {
 #[test]
 fn oom_score_adj_below_the_callers_is_clamped_without_cap_sys_resource() {
     let r = Rcrun::new();
-    let mut b = sh("cat /proc/self/oom_score_adj");
-    b.spec["process"]["oomScoreAdj"] = json!(-999);
-    b.write();
+    let b = sh("cat /proc/self/oom_score_adj").edit(|spec| {
+        spec["process"]["oomScoreAdj"] = json!(-999);
+    });
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let cap_eff = status
         .lines()
@@ -281,19 +251,17 @@ fn oom_score_adj_below_the_callers_is_clamped_without_cap_sys_resource() {
     } else {
         own.max(-999)
     };
-    let (code, out, err) = r.run_fg(&b, &unique_id("oomadj"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "oomadj");
     assert_eq!(out.trim(), want.to_string());
 }
 
 #[test]
 fn run_in_the_foreground_with_a_terminal_copies_the_pty() {
     let r = Rcrun::new();
-    let mut b = sh("tty; echo term-ok; read line; echo got:$line");
-    b.spec["process"]["terminal"] = json!(true);
-    b.write();
-    let id = unique_id("fgtty");
-    r.track(&id);
+    let b = sh("tty; echo term-ok; read line; echo got:$line").edit(|spec| {
+        spec["process"]["terminal"] = json!(true);
+    });
+    let id = r.tracked_id("fgtty");
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = std::fs::File::from(pty.slave);
     let mut child = r
@@ -335,8 +303,7 @@ fn idmapped_mounts_are_refused_naming_the_mount() {
         "options": ["bind", "idmap"]
     }));
     b.write();
-    let id = unique_id("idmap");
-    r.track(&id);
+    let id = r.tracked_id("idmap");
     let err = r.fails(&["create", "-b", b.path().to_str().unwrap(), &id]);
     assert!(
         err.contains("mounts[6]") && err.contains("idmapped"),
@@ -347,11 +314,10 @@ fn idmapped_mounts_are_refused_naming_the_mount() {
 #[test]
 fn rootfs_propagation_is_applied() {
     let r = Rcrun::new();
-    let mut b = sh("awk '$5 == \"/\"' /proc/self/mountinfo");
-    b.spec["linux"]["rootfsPropagation"] = json!("shared");
-    b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("rprop"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let b = sh("awk '$5 == \"/\"' /proc/self/mountinfo").edit(|spec| {
+        spec["linux"]["rootfsPropagation"] = json!("shared");
+    });
+    let out = r.run_fg_ok(&b, "rprop");
     assert!(out.contains("shared:"), "{out}");
 }
 
@@ -473,9 +439,9 @@ fn recursive_rootfs_propagation_values_are_accepted() {
         ("rprivate", None),
         ("runbindable", Some("unbindable")),
     ] {
-        let mut b = sh("awk '$5 == \"/\"' /proc/self/mountinfo");
-        b.spec["linux"]["rootfsPropagation"] = json!(value);
-        b.write();
+        let b = sh("awk '$5 == \"/\"' /proc/self/mountinfo").edit(|spec| {
+            spec["linux"]["rootfsPropagation"] = json!(value);
+        });
         let (code, out, err) = r.run_fg(&b, &unique_id("rrprop"));
         assert_eq!(code, 0, "{value}: stderr: {err}");
         assert!(out.contains(" / "), "{value}: {out}");
@@ -483,11 +449,10 @@ fn recursive_rootfs_propagation_values_are_accepted() {
             assert!(out.contains(want), "{value}: {out}");
         }
     }
-    let mut b = sh("true");
-    b.spec["linux"]["rootfsPropagation"] = json!("sideways");
-    b.write();
-    let id = unique_id("rrprop");
-    r.track(&id);
+    let b = sh("true").edit(|spec| {
+        spec["linux"]["rootfsPropagation"] = json!("sideways");
+    });
+    let id = r.tracked_id("rrprop");
     let err = r.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
     assert!(err.contains("linux.rootfsPropagation"), "{err}");
 }
@@ -496,8 +461,7 @@ fn recursive_rootfs_propagation_values_are_accepted() {
 fn new_network_namespace_has_loopback_up() {
     let r = Rcrun::new();
     let b = sh("ip -o link show lo");
-    let (code, out, err) = r.run_fg(&b, &unique_id("lo"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "lo");
     assert!(out.contains(",UP"), "{out}");
 }
 
@@ -513,8 +477,7 @@ fn tmpcopyup_fills_the_tmpfs_with_the_rootfs_contents() {
                      "options": ["tmpcopyup", "nosuid", "mode=755"]}),
     );
     b.write();
-    let (code, out, err) = r.run_fg(&b, &unique_id("copyup"));
-    assert_eq!(code, 0, "stderr: {err}");
+    let out = r.run_fg_ok(&b, "copyup");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         ["1", "tmpfs", "writable", "-rw-r--r--"],
@@ -527,8 +490,7 @@ fn tmpcopyup_fills_the_tmpfs_with_the_rootfs_contents() {
                      "options": ["rbind", "tmpcopyup"]}),
     );
     b.write();
-    let id = unique_id("copyup");
-    r.track(&id);
+    let id = r.tracked_id("copyup");
     let err = r.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
     assert!(
         err.contains("tmpcopyup") && err.contains("mounts[6]"),
@@ -613,8 +575,7 @@ fn bind_mount_propagation_options_are_applied() {
 fn processes_start_with_sigpipe_not_ignored() {
     let r = Rcrun::new();
     let b = Bundle::new(&["sh", "-c", "grep SigIgn /proc/self/status; exec sleep 1000"]);
-    let id = unique_id("sigign");
-    r.track(&id);
+    let id = r.tracked_id("sigign");
     let out = r.run(&["create", "-b", b.path().to_str().unwrap(), &id]);
     assert!(out.status.success(), "{out:?}");
     r.ok(&["start", &id]);
