@@ -25,6 +25,7 @@ mod import;
 mod ingest;
 mod manifest;
 mod metadata;
+mod oauth;
 mod pull;
 pub mod reference;
 mod registry;
@@ -189,13 +190,12 @@ impl ImageStore {
         progress: Option<ProgressFn>,
     ) -> Result<ImageRecord, ImageError> {
         let name = reference::ImageName::parse(reference)?;
-        let auth = registry::registry_auth(auth.as_ref())?;
-        let key = pull::flight_key(&name, &auth);
+        let credentials = registry::credentials(auth.as_ref())?;
+        let key = pull::flight_key(&name, &credentials);
         let inner = self.inner.clone();
-        let flight = self
-            .inner
-            .image_flights
-            .join(key, move || pull::pull(inner, name, auth, progress).boxed());
+        let flight = self.inner.image_flights.join(key, move || {
+            pull::pull(inner, name, credentials, progress).boxed()
+        });
         flight.await
     }
 

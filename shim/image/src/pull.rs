@@ -9,17 +9,16 @@ use crate::ingest::{ingest, ChannelReader, IngestJob};
 use crate::manifest::{self, Parsed};
 use crate::metadata::{ImageMeta, LayerMeta};
 use crate::reference::ImageName;
-use crate::registry::{self, Remote, TagOrDigest};
+use crate::registry::{self, Credentials, Remote, TagOrDigest};
 use crate::store::Inner;
 use crate::{ImageError, ImageRecord, ProgressFn, PullProgress};
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use oci_client::secrets::RegistryAuth;
 use std::sync::Arc;
 
 pub async fn pull(
     inner: Arc<Inner>,
     name: ImageName,
-    auth: RegistryAuth,
+    credentials: Credentials,
     progress: Option<ProgressFn>,
 ) -> Result<ImageRecord, ImageError> {
     let what = match (&name.digest, &name.tag) {
@@ -31,14 +30,20 @@ pub async fn pull(
     let mut failures = Vec::new();
     let mut resolved = None;
     for endpoint in registry::endpoints(&inner.registries, &name.domain) {
-        let remote = Remote::new(endpoint, &name, auth.clone(), inner.tuning.clone());
-        match remote.manifest(&what).await {
-            Ok((bytes, digest)) => {
-                resolved = Some((remote, bytes, digest));
+        let shown = endpoint.to_string();
+        let resolving = async {
+            let remote =
+                Remote::connect(endpoint, &name, &credentials, inner.tuning.clone()).await?;
+            let (bytes, digest) = remote.manifest(&what).await?;
+            Ok::<_, ImageError>((remote, bytes, digest))
+        };
+        match resolving.await {
+            Ok(found) => {
+                resolved = Some(found);
                 break;
             }
             Err(e) => {
-                tracing::info!(image = %name, endpoint = %remote.endpoint.host, error = %e, "endpoint could not resolve image");
+                tracing::info!(image = %name, endpoint = %shown, error = %e, "endpoint could not resolve image");
                 failures.push(e);
             }
         }
@@ -316,11 +321,6 @@ pub async fn unpack_stored(
 
 /// Names a caller pulling `name` shares work under (different credentials
 /// never share a pull).
-pub fn flight_key(name: &ImageName, auth: &RegistryAuth) -> String {
-    let secret = match auth {
-        RegistryAuth::Anonymous => String::new(),
-        RegistryAuth::Basic(u, p) => format!("basic\0{u}\0{p}"),
-        RegistryAuth::Bearer(t) => format!("bearer\0{t}"),
-    };
-    format!("{name}\0{}", Digest::of(secret.as_bytes()))
+pub fn flight_key(name: &ImageName, credentials: &Credentials) -> String {
+    format!("{name}\0{}", credentials.fingerprint())
 }

@@ -4,6 +4,7 @@
 //! no-progress timeout.
 
 use crate::digest::Digest;
+use crate::oauth;
 use crate::reference::ImageName;
 use crate::{ImageError, PullAuth, RegistryConfig};
 use base64::Engine as _;
@@ -56,7 +57,81 @@ impl Default for PullTuning {
 pub struct Endpoint {
     /// host[:port]
     pub host: String,
+    /// Path in front of `/v2` ("" or "/prefix"), for mirrors served below
+    /// a path (containerd's hosts.toml: `http://host/prefix` means
+    /// `http://host/prefix/v2`).
+    pub path: String,
     pub plain_http: bool,
+}
+
+impl Endpoint {
+    /// What `oci-client` takes as the registry: it builds its URLs as
+    /// `{scheme}://{registry}/v2/...`, so a path prefix rides along here.
+    pub fn registry(&self) -> String {
+        format!("{}{}", self.host, self.path)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.plain_http {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// `{scheme}://host[:port][/prefix]/v2/`: the API version check.
+    pub fn v2_url(&self) -> String {
+        format!("{}://{}{}/v2/", self.scheme(), self.host, self.path)
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}", self.scheme(), self.host, self.path)
+    }
+}
+
+/// Parses one mirror entry: `[scheme://]host[:port][/path]`. The path is
+/// the one in front of `/v2`: a trailing `/v2` is dropped (it is what
+/// `oci-client` appends anyway), as containerd's hosts.toml reads a path
+/// not ending in `/v2` as `<path>/v2`.
+fn parse_mirror(mirror: &str, insecure: impl Fn(&str) -> bool) -> Result<Endpoint, String> {
+    let (scheme, rest) = match mirror.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+        None => (None, mirror),
+    };
+    let (host, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if host.is_empty() || host.contains(['@', '?', '#']) || host.contains(char::is_whitespace) {
+        return Err("expected [http[s]://]host[:port][/path]".into());
+    }
+    let mut path = path.trim_end_matches('/');
+    if path == "/v2" || path.ends_with("/v2") {
+        path = &path[..path.len() - 3];
+    }
+    if path.contains(['?', '#', '%', '\\']) || path.contains(char::is_whitespace) {
+        return Err("the path may hold only plain segments (no query, fragment or escapes)".into());
+    }
+    if path
+        .split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err("the path has an empty, \".\" or \"..\" segment".into());
+    }
+    let plain_http = match scheme.as_deref() {
+        Some("http") => true,
+        Some("https") => insecure(host),
+        None => insecure(host) || insecure(mirror.trim_end_matches('/')),
+        Some(other) => return Err(format!("unknown scheme {other:?} (http or https)")),
+    };
+    Ok(Endpoint {
+        host: host.to_string(),
+        path: path.to_string(),
+        plain_http,
+    })
 }
 
 /// Mirrors of `domain` in configured order, then `domain` itself.
@@ -64,24 +139,12 @@ pub fn endpoints(config: &RegistryConfig, domain: &str) -> Vec<Endpoint> {
     let insecure = |host: &str| config.insecure.iter().any(|h| h == host);
     let mut out = Vec::new();
     for mirror in config.mirrors.get(domain).into_iter().flatten() {
-        let (plain, rest) = if let Some(rest) = mirror.strip_prefix("http://") {
-            (true, rest)
-        } else if let Some(rest) = mirror.strip_prefix("https://") {
-            (false, rest)
-        } else {
-            (insecure(mirror.trim_end_matches('/')), mirror.as_str())
-        };
-        let host = rest.trim_end_matches('/').trim_end_matches("/v2");
-        if host.is_empty() || host.contains('/') {
-            tracing::warn!(
-                mirror,
-                "ignoring mirror endpoint with a path (only scheme://host[:port] is supported)"
-            );
-            continue;
-        }
-        let ep = Endpoint {
-            host: host.to_string(),
-            plain_http: plain || insecure(host),
+        let ep = match parse_mirror(mirror, insecure) {
+            Ok(ep) => ep,
+            Err(reason) => {
+                tracing::warn!(mirror, domain, reason, "ignoring mirror endpoint");
+                continue;
+            }
         };
         if !out.contains(&ep) {
             out.push(ep);
@@ -89,6 +152,7 @@ pub fn endpoints(config: &RegistryConfig, domain: &str) -> Vec<Endpoint> {
     }
     let origin = Endpoint {
         host: domain.to_string(),
+        path: String::new(),
         plain_http: insecure(domain),
     };
     let mirror_only = config.mirror_only.iter().any(|h| h == domain || h == "*");
@@ -99,7 +163,42 @@ pub fn endpoints(config: &RegistryConfig, domain: &str) -> Vec<Endpoint> {
     out
 }
 
-pub fn registry_auth(auth: Option<&PullAuth>) -> Result<RegistryAuth, ImageError> {
+/// Credentials of one pull, from the CRI `AuthConfig`.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Used as they are on every endpoint (oci-client fetches tokens with
+    /// basic credentials itself).
+    Registry(RegistryAuth),
+    /// An OAuth2 refresh token, exchanged per endpoint for a bearer token.
+    IdentityToken(String),
+}
+
+impl Credentials {
+    /// A digest of the secret: pulls with different credentials never share work.
+    pub fn fingerprint(&self) -> Digest {
+        let secret = match self {
+            Credentials::Registry(RegistryAuth::Anonymous) => String::new(),
+            Credentials::Registry(RegistryAuth::Basic(u, p)) => format!("basic\0{u}\0{p}"),
+            Credentials::Registry(RegistryAuth::Bearer(t)) => format!("bearer\0{t}"),
+            Credentials::IdentityToken(t) => format!("identity\0{t}"),
+        };
+        Digest::of(secret.as_bytes())
+    }
+}
+
+/// Reads the CRI credentials; the first of registry token, username and
+/// password, `auth` and identity token that is set wins.
+pub fn credentials(auth: Option<&PullAuth>) -> Result<Credentials, ImageError> {
+    let registry = registry_auth(auth)?;
+    match auth.map(|a| a.identity_token.as_str()) {
+        Some(token) if !token.is_empty() && matches!(registry, RegistryAuth::Anonymous) => {
+            Ok(Credentials::IdentityToken(token.to_string()))
+        }
+        _ => Ok(Credentials::Registry(registry)),
+    }
+}
+
+fn registry_auth(auth: Option<&PullAuth>) -> Result<RegistryAuth, ImageError> {
     let Some(a) = auth else {
         return Ok(RegistryAuth::Anonymous);
     };
@@ -125,11 +224,6 @@ pub fn registry_auth(auth: Option<&PullAuth>) -> Result<RegistryAuth, ImageError
             })?;
         return Ok(RegistryAuth::Basic(decoded.0, decoded.1));
     }
-    if !a.identity_token.is_empty() {
-        return Err(ImageError::Other(
-            "auth: identity tokens (OAuth2 refresh tokens) are not supported; pass username/password or a registry token".into(),
-        ));
-    }
     Ok(RegistryAuth::Anonymous)
 }
 
@@ -152,12 +246,28 @@ enum Failure {
 }
 
 impl Remote {
-    pub fn new(
+    /// A connection to `endpoint` with `credentials`; an identity token is
+    /// exchanged for a bearer token of this endpoint's token server first.
+    pub async fn connect(
         endpoint: Endpoint,
         name: &ImageName,
-        auth: RegistryAuth,
+        credentials: &Credentials,
         tuning: PullTuning,
-    ) -> Self {
+    ) -> Result<Self, ImageError> {
+        let auth = match credentials {
+            Credentials::Registry(auth) => auth.clone(),
+            Credentials::IdentityToken(token) => {
+                let display = name.to_string();
+                match oauth::exchange(&endpoint, &name.path, token, &display, &tuning).await? {
+                    Some(bearer) => RegistryAuth::Bearer(bearer),
+                    None => RegistryAuth::Anonymous,
+                }
+            }
+        };
+        Ok(Self::new(endpoint, name, auth, tuning))
+    }
+
+    fn new(endpoint: Endpoint, name: &ImageName, auth: RegistryAuth, tuning: PullTuning) -> Self {
         let config = ClientConfig {
             protocol: if endpoint.plain_http {
                 ClientProtocol::Http
@@ -169,7 +279,7 @@ impl Remote {
         };
         Self {
             client: Client::new(config),
-            registry: endpoint.host.clone(),
+            registry: endpoint.registry(),
             endpoint,
             repository: name.path.clone(),
             auth,
@@ -346,12 +456,12 @@ impl Remote {
             Failure::Transient(msg) if attempt >= self.tuning.attempts => {
                 Err(ImageError::Other(format!(
                     "{what} from {}: {msg} (gave up after {attempt} attempts)",
-                    self.endpoint.host
+                    self.endpoint
                 )))
             }
             Failure::Transient(msg) => {
                 let delay = self.tuning.backoff * 2u32.saturating_pow(attempt - 1);
-                tracing::warn!(what, endpoint = %self.endpoint.host, error = %msg, attempt, "retrying");
+                tracing::warn!(what, endpoint = %self.endpoint, error = %msg, attempt, "retrying");
                 tokio::time::sleep(delay).await;
                 Ok(())
             }
@@ -435,6 +545,14 @@ pub enum TagOrDigest {
 mod tests {
     use super::*;
 
+    fn ep(host: &str, path: &str, plain_http: bool) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            path: path.into(),
+            plain_http,
+        }
+    }
+
     #[test]
     fn mirrors_come_first_and_keep_order() {
         let mut config = RegistryConfig::default();
@@ -451,31 +569,13 @@ mod tests {
         assert_eq!(
             eps,
             vec![
-                Endpoint {
-                    host: "127.0.0.1:5000".into(),
-                    plain_http: true
-                },
-                Endpoint {
-                    host: "mirror.example:443".into(),
-                    plain_http: false
-                },
-                Endpoint {
-                    host: "plain:5001".into(),
-                    plain_http: true
-                },
-                Endpoint {
-                    host: "registry.k8s.io".into(),
-                    plain_http: false
-                },
+                ep("127.0.0.1:5000", "", true),
+                ep("mirror.example:443", "", false),
+                ep("plain:5001", "", true),
+                ep("registry.k8s.io", "", false),
             ]
         );
-        assert_eq!(
-            endpoints(&config, "gcr.io"),
-            vec![Endpoint {
-                host: "gcr.io".into(),
-                plain_http: false
-            }]
-        );
+        assert_eq!(endpoints(&config, "gcr.io"), vec![ep("gcr.io", "", false)]);
         config.mirror_only.push("registry.k8s.io".into());
         assert_eq!(endpoints(&config, "registry.k8s.io").len(), 3);
         config.mirror_only = vec!["*".into()];
@@ -483,6 +583,50 @@ mod tests {
             endpoints(&config, "gcr.io").len(),
             1,
             "a host without mirrors is still reached"
+        );
+    }
+
+    #[test]
+    fn mirror_paths_are_prefixes_in_front_of_v2() {
+        let insecure = |h: &str| h == "plain:5001";
+        let parse = |m: &str| parse_mirror(m, insecure);
+        assert_eq!(parse("http://h:1/v2").unwrap(), ep("h:1", "", true));
+        assert_eq!(parse("http://h:1/v2/").unwrap(), ep("h:1", "", true));
+        assert_eq!(parse("https://h/cache").unwrap(), ep("h", "/cache", false));
+        assert_eq!(parse("https://h/a/b/v2").unwrap(), ep("h", "/a/b", false));
+        assert_eq!(parse("https://h/a/v2x/").unwrap(), ep("h", "/a/v2x", false));
+        assert_eq!(parse("plain:5001/p").unwrap(), ep("plain:5001", "/p", true));
+        assert_eq!(parse("HTTP://h/p").unwrap(), ep("h", "/p", true));
+        for bad in [
+            "http:///p",
+            "ftp://h",
+            "http://h/a//b",
+            "http://h/../x",
+            "http://h/p?x=1",
+            "http://h/p#f",
+            "http://h/a%2fb",
+            "http://u@h/p",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let e = ep("h:1", "/cache", true);
+        assert_eq!(e.registry(), "h:1/cache");
+        assert_eq!(e.v2_url(), "http://h:1/cache/v2/");
+        assert_eq!(e.to_string(), "http://h:1/cache");
+
+        let mut config = RegistryConfig::default();
+        config.mirrors.insert(
+            "docker.io".into(),
+            vec![
+                "http://h:1/cache".into(),
+                "http://h:1/cache/v2".into(),
+                "http://h:1/../x".into(),
+            ],
+        );
+        assert_eq!(
+            endpoints(&config, "docker.io"),
+            vec![ep("h:1", "/cache", true), ep("docker.io", "", false)],
+            "duplicates and bad entries are dropped"
         );
     }
 
@@ -510,5 +654,31 @@ mod tests {
             ..Default::default()
         };
         assert!(registry_auth(Some(&bad)).is_err());
+
+        let identity = PullAuth {
+            identity_token: "refresh".into(),
+            ..Default::default()
+        };
+        assert!(
+            matches!(credentials(Some(&identity)).unwrap(), Credentials::IdentityToken(t) if t == "refresh")
+        );
+        let both = PullAuth {
+            username: "u".into(),
+            password: "p".into(),
+            identity_token: "refresh".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            credentials(Some(&both)).unwrap(),
+            Credentials::Registry(RegistryAuth::Basic(..))
+        ));
+        assert!(matches!(
+            credentials(None).unwrap(),
+            Credentials::Registry(RegistryAuth::Anonymous)
+        ));
+        assert_ne!(
+            credentials(Some(&identity)).unwrap().fingerprint(),
+            credentials(None).unwrap().fingerprint()
+        );
     }
 }
