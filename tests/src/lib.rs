@@ -5,3 +5,4 @@ pub mod cni;
 pub mod daemon;
 pub mod fixtures;
 pub mod registry;
+pub mod token_server;

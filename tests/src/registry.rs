@@ -1,9 +1,12 @@
 //! A private Debian `docker-registry` on 127.0.0.1: plain HTTP, a free port,
-//! storage in a temp dir, optionally htpasswd auth; stopped by PID on drop.
+//! storage in a temp dir, optionally htpasswd or token auth; stopped by PID
+//! on drop. Also a reverse proxy serving a registry below a path prefix.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +24,26 @@ pub struct Registry {
     dir: tempfile::TempDir,
 }
 
+/// A registry's `auth.token` settings: where clients get tokens and whose
+/// tokens it trusts (see [`crate::token_server::TokenServer::registry_auth`]).
+#[derive(Debug, Clone)]
+pub struct TokenAuth {
+    pub realm: String,
+    /// The registry's name in challenges and in the tokens' `aud`.
+    pub service: String,
+    /// The `iss` tokens must carry.
+    pub issuer: String,
+    /// PEM certificates whose keys may sign tokens.
+    pub root_cert_bundle: PathBuf,
+}
+
+/// How a registry checks requests.
+enum Auth<'a> {
+    Anonymous,
+    Basic(&'a str, &'a str),
+    Token(&'a TokenAuth),
+}
+
 impl Registry {
     /// Starts an anonymous registry; panics with the reason if it can't.
     pub fn start() -> Registry {
@@ -32,80 +55,37 @@ impl Registry {
         Self::try_start(Some((user, password))).expect("starting docker-registry with auth")
     }
 
-    pub fn try_start(credentials: Option<(&str, &str)>) -> Result<Registry> {
-        if !Path::new(REGISTRY_BIN).exists() {
-            bail!("{REGISTRY_BIN} is missing: apt-get install docker-registry");
+    /// Starts a registry that requires tokens of `auth`'s token server,
+    /// holding the fixture images `fixtures` (pushed before auth is on: an
+    /// anonymous instance on the same storage, stopped, then this one).
+    pub fn start_with_token_auth(auth: &TokenAuth, fixtures: &[&str]) -> Registry {
+        let mut registry = Self::start();
+        if !fixtures.is_empty() {
+            registry.push_fixtures(fixtures);
         }
+        stop_child(&mut registry.child);
+        let (child, addr) = launch(registry.dir.path(), &Auth::Token(auth))
+            .expect("starting docker-registry with token auth");
+        registry.child = child;
+        registry.addr = addr;
+        registry
+    }
+
+    pub fn try_start(credentials: Option<(&str, &str)>) -> Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("rcrun-registry-")
             .tempdir()?;
         let auth = match credentials {
-            Some((user, password)) => {
-                let out = Command::new(bin("rcrun-fixtures"))
-                    .args(["htpasswd", user, password])
-                    .output()
-                    .context("running rcrun-fixtures htpasswd")?;
-                if !out.status.success() {
-                    bail!(
-                        "rcrun-fixtures htpasswd: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-                let path = dir.path().join("htpasswd");
-                std::fs::write(&path, out.stdout)?;
-                format!(
-                    "auth:\n  htpasswd:\n    realm: rcrun-test\n    path: {}\n",
-                    path.display()
-                )
-            }
-            None => String::new(),
+            Some((user, password)) => Auth::Basic(user, password),
+            None => Auth::Anonymous,
         };
-        // The port is free when probed; another process may take it before the
-        // registry binds, so a registry that exits early is retried.
-        let mut last_error = None;
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let addr = format!("127.0.0.1:{port}");
-            let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
-                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
-                     http:\n  addr: {addr}\n  secret: rcrun-test-secret\n{auth}",
-                    dir.path().join("data").display()
-                ),
-            )?;
-            let log = std::fs::File::create(dir.path().join("registry.log"))?;
-            let child = Command::new(REGISTRY_BIN)
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("spawning docker-registry")?;
-            let mut child = child;
-            let creds = credentials.map(|(u, p)| (u.to_string(), p.to_string()));
-            match wait_ready(&mut child, &addr, creds.is_some(), Duration::from_secs(15)) {
-                Ok(()) => {
-                    return Ok(Registry {
-                        child,
-                        addr,
-                        credentials: creds,
-                        dir,
-                    })
-                }
-                Err(e) => {
-                    stop_child(&mut child);
-                    let log = std::fs::read_to_string(dir.path().join("registry.log"))
-                        .unwrap_or_default();
-                    last_error = Some(e.context(log));
-                }
-            }
-        }
-        Err(last_error.expect("at least one attempt"))
+        let (child, addr) = launch(dir.path(), &auth)?;
+        Ok(Registry {
+            child,
+            addr,
+            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+            dir,
+        })
     }
 
     /// "127.0.0.1:PORT".
@@ -207,6 +187,82 @@ impl Drop for Registry {
     fn drop(&mut self) {
         stop_child(&mut self.child);
     }
+}
+
+/// Starts `docker-registry` with storage under `dir` and `auth`, on a free
+/// port; returns the process and its "127.0.0.1:PORT".
+fn launch(dir: &Path, auth: &Auth) -> Result<(Child, String)> {
+    if !Path::new(REGISTRY_BIN).exists() {
+        bail!("{REGISTRY_BIN} is missing: apt-get install docker-registry");
+    }
+    let auth_yaml = match auth {
+        Auth::Anonymous => String::new(),
+        Auth::Basic(user, password) => {
+            let out = Command::new(bin("rcrun-fixtures"))
+                .args(["htpasswd", user, password])
+                .output()
+                .context("running rcrun-fixtures htpasswd")?;
+            if !out.status.success() {
+                bail!(
+                    "rcrun-fixtures htpasswd: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let path = dir.join("htpasswd");
+            std::fs::write(&path, out.stdout)?;
+            format!(
+                "auth:\n  htpasswd:\n    realm: rcrun-test\n    path: {}\n",
+                path.display()
+            )
+        }
+        Auth::Token(t) => format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            t.realm,
+            t.service,
+            t.issuer,
+            t.root_cert_bundle.display()
+        ),
+    };
+    let requires_auth = !matches!(auth, Auth::Anonymous);
+    // The port is free when probed; another process may take it before the
+    // registry binds, so a registry that exits early is retried.
+    let mut last_error = None;
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
+                 http:\n  addr: {addr}\n  secret: rcrun-test-secret\n{auth_yaml}",
+                dir.join("data").display()
+            ),
+        )?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("registry.log"))?;
+        let mut child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning docker-registry")?;
+        match wait_ready(&mut child, &addr, requires_auth, Duration::from_secs(15)) {
+            Ok(()) => return Ok((child, addr)),
+            Err(e) => {
+                stop_child(&mut child);
+                let log = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
+                last_error = Some(e.context(log));
+            }
+        }
+    }
+    Err(last_error.expect("at least one attempt"))
 }
 
 /// Polls `/v2/` until the registry answers as configured: 200 anonymously,
@@ -314,6 +370,47 @@ pub fn http_request(
     credentials: Option<(&str, &str)>,
     headers: &[(&str, &str)],
 ) -> Result<HttpResponse> {
+    http_request_with_body(addr, method, target, credentials, headers, &[])
+}
+
+/// A POST of an `application/x-www-form-urlencoded` form.
+pub fn http_post_form(addr: &str, target: &str, form: &[(&str, &str)]) -> Result<HttpResponse> {
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_escape(k), form_escape(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    http_request_with_body(
+        addr,
+        "POST",
+        target,
+        None,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    )
+}
+
+/// Percent-escapes everything but unreserved characters.
+fn form_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// [`http_request`] with a request body (sent with its Content-Length).
+pub fn http_request_with_body(
+    addr: &str,
+    method: &str,
+    target: &str,
+    credentials: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<HttpResponse> {
     let mut stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -324,8 +421,12 @@ pub fn http_request(
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     r.read_line(&mut line)?;
@@ -378,4 +479,128 @@ pub fn http_request(
         r.read_to_end(&mut resp.body)?;
     }
     Ok(resp)
+}
+
+/// A reverse proxy on 127.0.0.1 serving a registry below a path: a request
+/// for `/<prefix>/v2/...` goes upstream as `/v2/...`; anything else is
+/// answered 404. Each request gets its own upstream connection (and the
+/// client's connection closes after the answer). Stops on drop.
+pub struct PrefixProxy {
+    addr: String,
+    prefix: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl PrefixProxy {
+    /// Serves `upstream` ("127.0.0.1:PORT") below `prefix` ("/some/path").
+    pub fn start(upstream: &str, prefix: &str) -> PrefixProxy {
+        assert!(
+            prefix.starts_with('/') && !prefix.ends_with('/'),
+            "prefix {prefix:?}: expected /path"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped, upstream, strip) = (
+            requests.clone(),
+            stop.clone(),
+            upstream.to_string(),
+            prefix.to_string(),
+        );
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let (seen, upstream, strip) = (seen.clone(), upstream.clone(), strip.clone());
+                std::thread::spawn(move || {
+                    let _ = proxy_one(client, &upstream, &strip, &seen);
+                });
+            }
+        });
+        PrefixProxy {
+            addr,
+            prefix: prefix.to_string(),
+            requests,
+            stop,
+        }
+    }
+
+    /// "http://127.0.0.1:PORT/<prefix>": what a mirror entry names.
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.addr, self.prefix)
+    }
+
+    /// The request targets received so far, as the client sent them.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for PrefixProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+/// Forwards one request of `client` (prefix stripped) and its answer.
+fn proxy_one(
+    client: TcpStream,
+    upstream: &str,
+    prefix: &str,
+    seen: &Mutex<Vec<String>>,
+) -> Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut client = client;
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        bail!("bad request line {line:?}");
+    };
+    seen.lock().unwrap().push(target.to_string());
+    let mut head = String::new();
+    let mut body_len = 0usize;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim_end().is_empty() {
+            break;
+        }
+        let name = header.split(':').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            body_len = header.split(':').nth(1).unwrap_or("").trim().parse()?;
+        }
+        head.push_str(header.trim_end());
+        head.push_str("\r\n");
+    }
+    let mut body = vec![0; body_len];
+    reader.read_exact(&mut body)?;
+    let Some(stripped) = target
+        .strip_prefix(prefix)
+        .filter(|rest| rest.starts_with("/v2/") || *rest == "/v2")
+    else {
+        client.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    };
+    let mut server = TcpStream::connect(upstream)?;
+    server.write_all(
+        format!("{method} {stripped} {version}\r\n{head}Connection: close\r\n\r\n").as_bytes(),
+    )?;
+    server.write_all(&body)?;
+    // The upstream answer ends with its connection (asked with
+    // `Connection: close`, which it repeats to the client).
+    std::io::copy(&mut server, &mut client)?;
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    Ok(())
 }

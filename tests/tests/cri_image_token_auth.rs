@@ -1,0 +1,321 @@
+//! PullImage from a real `docker-registry` with token auth (`auth.token`),
+//! its tokens issued by the project's own token server: credentials,
+//! registry tokens and identity tokens (OAuth2 refresh tokens) from the CRI
+//! `AuthConfig`; also a mirror served below a path prefix in front of it.
+use rcrun_proto::cri;
+use rcrun_tests::daemon::{Daemon, DaemonOptions};
+use rcrun_tests::fixtures::Image;
+use rcrun_tests::registry::{http_post_form, http_request, PrefixProxy, Registry};
+use rcrun_tests::token_server::{TokenRequest, TokenServer, SERVICE};
+
+const USER: &str = "puller";
+const PASSWORD: &str = "t0ken-pa55";
+
+/// A token server, a registry trusting it (holding busybox) and a daemon
+/// that reaches the registry over plain http.
+struct Setup {
+    daemon: Daemon,
+    registry: Registry,
+    tokens: TokenServer,
+    image: Image,
+    /// `127.0.0.1:PORT/<repository>:<tag>`.
+    reference: String,
+}
+
+async fn setup(mirrors: &[(&str, String)]) -> Setup {
+    let tokens = TokenServer::start(USER, PASSWORD);
+    let registry = Registry::start_with_token_auth(&tokens.registry_auth(), &["busybox"]);
+    let image = rcrun_tests::fixtures::image("busybox");
+    let daemon = Daemon::start(DaemonOptions {
+        insecure_registries: vec![registry.addr().to_string()],
+        registry_mirrors: mirrors
+            .iter()
+            .map(|(host, url)| (host.to_string(), vec![url.clone()]))
+            .collect(),
+        ..Default::default()
+    })
+    .await;
+    let reference = format!("{}/{}:{}", registry.addr(), image.repository, image.tags[0]);
+    Setup {
+        daemon,
+        registry,
+        tokens,
+        image,
+        reference,
+    }
+}
+
+fn pull_request(reference: &str, auth: Option<cri::AuthConfig>) -> cri::PullImageRequest {
+    cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: reference.into(),
+            ..Default::default()
+        }),
+        auth,
+        ..Default::default()
+    }
+}
+
+fn basic(user: &str, password: &str) -> Option<cri::AuthConfig> {
+    Some(cri::AuthConfig {
+        username: user.into(),
+        password: password.into(),
+        ..Default::default()
+    })
+}
+
+async fn pull(
+    d: &mut Daemon,
+    reference: &str,
+    auth: Option<cri::AuthConfig>,
+) -> Result<String, tonic::Status> {
+    d.images
+        .pull_image(pull_request(reference, auth))
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+async fn image_names(d: &mut Daemon) -> Vec<String> {
+    d.images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+        .into_iter()
+        .flat_map(|i| i.repo_tags)
+        .collect()
+}
+
+fn pull_scope(image: &Image) -> String {
+    format!("repository:{}:pull", image.repository)
+}
+
+fn assert_unauthenticated(result: Result<String, tonic::Status>, what: &str) -> tonic::Status {
+    match result {
+        Err(status) if status.code() == tonic::Code::Unauthenticated => status,
+        other => panic!("{what}: expected Unauthenticated, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_pulls_through_the_token_server_with_the_pull_scope() {
+    let mut s = setup(&[]).await;
+    let id = pull(&mut s.daemon, &s.reference, basic(USER, PASSWORD))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", s.registry.log()));
+    assert_eq!(id, s.image.config_digest);
+    assert!(image_names(&mut s.daemon).await.contains(&s.reference));
+
+    let requests = s.tokens.requests();
+    let granted: Vec<&TokenRequest> = requests.iter().filter(|r| r.granted).collect();
+    assert!(!granted.is_empty(), "{requests:?}");
+    for r in &granted {
+        assert_eq!(
+            (r.method.as_str(), r.grant.as_str(), r.account.as_str()),
+            ("GET", "basic", USER),
+            "{r:?}"
+        );
+        assert_eq!(r.service, SERVICE, "{r:?}");
+        assert_eq!(r.scopes, vec![pull_scope(&s.image)], "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_no_credentials_are_refused() {
+    let mut s = setup(&[]).await;
+    let wrong = pull(&mut s.daemon, &s.reference, basic(USER, "wrong")).await;
+    let status = assert_unauthenticated(wrong, "wrong password");
+    assert!(status.message().contains(&s.image.repository), "{status:?}");
+    assert_unauthenticated(
+        pull(&mut s.daemon, &s.reference, None).await,
+        "no credentials",
+    );
+    assert_unauthenticated(
+        pull(&mut s.daemon, &s.reference, basic("nobody", PASSWORD)).await,
+        "unknown user",
+    );
+    assert!(image_names(&mut s.daemon).await.is_empty());
+
+    let requests = s.tokens.requests();
+    assert!(requests.iter().all(|r| !r.granted), "{requests:?}");
+    for (grant, account) in [("basic", USER), ("anonymous", ""), ("basic", "nobody")] {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.grant == grant && r.account == account),
+            "no {grant} request for {account:?}: {requests:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_token_issued_by_the_server_pulls_and_other_tokens_do_not() {
+    let mut s = setup(&[]).await;
+    // What a client would have fetched itself: Docker's GET form.
+    let scope = pull_scope(&s.image);
+    let answer = http_request(
+        s.tokens.addr(),
+        "GET",
+        &format!("/token?service={SERVICE}&scope={scope}"),
+        Some((USER, PASSWORD)),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    let token = json["token"].as_str().unwrap().to_string();
+    assert_eq!(json["access_token"].as_str(), Some(token.as_str()));
+
+    let with_token = |t: &str| {
+        Some(cri::AuthConfig {
+            registry_token: t.into(),
+            ..Default::default()
+        })
+    };
+    // A token for another repository: the registry checks the grant.
+    let elsewhere = s.tokens.issue(USER, &["some/other-repo"]);
+    assert_unauthenticated(
+        pull(&mut s.daemon, &s.reference, with_token(&elsewhere)).await,
+        "token for another repository",
+    );
+    assert_unauthenticated(
+        pull(&mut s.daemon, &s.reference, with_token("not.a-jwt.at-all")).await,
+        "garbage token",
+    );
+    assert!(image_names(&mut s.daemon).await.is_empty());
+
+    let id = pull(&mut s.daemon, &s.reference, with_token(&token))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", s.registry.log()));
+    assert_eq!(id, s.image.config_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_token_is_exchanged_for_an_access_token() {
+    let mut s = setup(&[]).await;
+    // What `docker login` keeps: a refresh token from the OAuth2 password grant.
+    let login = http_post_form(
+        s.tokens.addr(),
+        "/token",
+        &[
+            ("grant_type", "password"),
+            ("username", USER),
+            ("password", PASSWORD),
+            ("service", SERVICE),
+            ("client_id", "rcrun-tests"),
+            ("access_type", "offline"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(login.status, 200, "{login:?}");
+    let json: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
+    let identity_token = json["refresh_token"].as_str().unwrap().to_string();
+    assert!(json["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+
+    let with_identity = |t: &str| {
+        Some(cri::AuthConfig {
+            identity_token: t.into(),
+            ..Default::default()
+        })
+    };
+    let refused = assert_unauthenticated(
+        pull(&mut s.daemon, &s.reference, with_identity("not-the-token")).await,
+        "wrong identity token",
+    );
+    let message = refused.message();
+    assert!(
+        message.contains(&s.tokens.realm()) && message.contains(s.registry.addr()),
+        "the error names the token endpoint and the registry: {message}"
+    );
+    assert!(image_names(&mut s.daemon).await.is_empty());
+
+    let id = pull(&mut s.daemon, &s.reference, with_identity(&identity_token))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", s.registry.log()));
+    assert_eq!(id, s.image.config_digest);
+
+    let requests = s.tokens.requests();
+    let exchanges: Vec<&TokenRequest> = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.grant == "refresh_token")
+        .collect();
+    assert_eq!(exchanges.len(), 2, "{requests:?}");
+    for r in &exchanges {
+        assert_eq!(r.client_id, "rcrun", "{r:?}");
+        assert_eq!(r.service, SERVICE, "{r:?}");
+        assert_eq!(r.scopes, vec![pull_scope(&s.image)], "{r:?}");
+    }
+    assert!(
+        !exchanges[0].granted && exchanges[1].granted,
+        "{requests:?}"
+    );
+    assert_eq!(exchanges[1].account, USER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_below_a_path_prefix_serves_the_original_name() {
+    let tokens = TokenServer::start(USER, PASSWORD);
+    let registry = Registry::start_with_token_auth(&tokens.registry_auth(), &["busybox"]);
+    let image = rcrun_tests::fixtures::image("busybox");
+    let proxy = PrefixProxy::start(registry.addr(), "/mirrors/rcrun");
+    let mut d = Daemon::start(DaemonOptions {
+        registry_mirrors: vec![("registry.example.test".into(), vec![proxy.url()])],
+        ..Default::default()
+    })
+    .await;
+    let reference = format!(
+        "registry.example.test/{}:{}",
+        image.repository, image.tags[0]
+    );
+
+    let id = pull(&mut d, &reference, basic(USER, PASSWORD))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", registry.log()));
+    assert_eq!(id, image.config_digest);
+    let names = image_names(&mut d).await;
+    assert!(names.contains(&reference), "{names:?}");
+    let seen = proxy.requests();
+    let below = |part: &str| {
+        let start = format!("/mirrors/rcrun/v2/{}/{part}/", image.repository);
+        seen.iter().any(|t| t.starts_with(&start))
+    };
+    assert!(below("manifests") && below("blobs"), "{seen:?}");
+    assert!(
+        seen.iter().all(|t| t.starts_with("/mirrors/rcrun/v2/")),
+        "{seen:?}"
+    );
+
+    // An identity token is exchanged with the token server the mirror's
+    // `/v2/` (below the prefix) names.
+    let login = http_post_form(
+        tokens.addr(),
+        "/token",
+        &[
+            ("grant_type", "password"),
+            ("username", USER),
+            ("password", PASSWORD),
+            ("service", SERVICE),
+            ("access_type", "offline"),
+        ],
+    )
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
+    let identity_token = json["refresh_token"].as_str().unwrap().to_string();
+    let auth = Some(cri::AuthConfig {
+        identity_token,
+        ..Default::default()
+    });
+    assert_eq!(
+        pull(&mut d, &reference, auth).await.unwrap(),
+        image.config_digest
+    );
+    assert!(
+        tokens
+            .requests()
+            .iter()
+            .any(|r| r.grant == "refresh_token" && r.granted),
+        "{:?}",
+        tokens.requests()
+    );
+}
