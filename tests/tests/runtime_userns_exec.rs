@@ -364,3 +364,69 @@ fn exec_into_a_stopped_container_fails_cleanly() {
     let err = r.fails(&["exec", &id, "true"]);
     assert!(err.contains("stopped") || err.contains("running"), "{err}");
 }
+
+#[test]
+fn foreground_exec_with_a_terminal_copies_the_pty_and_its_exit_code() {
+    let r = Rcrun::new();
+    let b = userns_bundle(&["sleep", "1000"]);
+    let id = r.run_detached("uxfgtty", &b);
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = r
+        .cmd(&[
+            "exec",
+            "-t",
+            &id,
+            "sh",
+            "-c",
+            "tty; echo uid=$(id -u); echo term-ok; read line; echo got:$line; exit 3",
+        ])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let master = pty.master;
+    let out = rcrun_tests::bundle::read_until(&master, "term-ok", Duration::from_secs(10));
+    assert!(
+        out.contains("term-ok") && out.contains("/dev/pts/") && out.contains("uid=0"),
+        "{out:?}"
+    );
+    nix::unistd::write(&master, b"hello\r").unwrap();
+    let out = rcrun_tests::bundle::read_until(&master, "got:hello", Duration::from_secs(10));
+    assert!(out.contains("got:hello"), "{out:?}");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+}
+
+#[test]
+fn exec_does_not_pass_on_rcruns_supplementary_groups() {
+    let r = Rcrun::new();
+    for (prefix, b) in [
+        ("uxgroups", userns_bundle(&["sleep", "1000"])),
+        ("groups", Bundle::new(&["sleep", "1000"])),
+    ] {
+        let id = r.run_detached(prefix, &b);
+        for extra in [&[][..], &["--additional-gids", "5"][..]] {
+            let mut args = vec!["exec", "--user", "1000:1000"];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&[&id, "grep", "^Groups:", "/proc/self/status"]);
+            let mut cmd = r.cmd(&args);
+            // SAFETY: only setgroups(2) between fork and exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(4)])
+                        .map_err(std::io::Error::from)
+                });
+            }
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let groups = String::from_utf8_lossy(&out.stdout);
+            let want = if extra.is_empty() { "" } else { "5" };
+            assert_eq!(status_field(&groups, "Groups"), want, "{prefix} {extra:?}");
+        }
+    }
+}
