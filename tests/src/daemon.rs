@@ -510,6 +510,13 @@ pub fn sleeper(name: &str, image: &str) -> cri::ContainerConfig {
     container_config(name, image, &["sleep", "1000"])
 }
 
+/// A container config answering `pong` to each TCP connection on `port`
+/// (busybox `nc`), for traffic tests.
+pub fn pong_server(name: &str, image: &str, port: u16) -> cri::ContainerConfig {
+    let script = format!("while true; do echo pong | nc -l -p {port}; done");
+    container_config(name, image, &["sh", "-c", &script])
+}
+
 /// A temp dir for pods' logs (a [`pod_config`]'s `log_directory`).
 pub fn log_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -795,6 +802,24 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits up to 20 s until the container runs; returns its status.
+    pub async fn wait_running(&mut self, id: &str) -> Result<cri::ContainerStatus> {
+        self.wait_state(
+            id,
+            cri::ContainerState::ContainerRunning,
+            Duration::from_secs(20),
+        )
+        .await
+    }
+
+    pub async fn version(&mut self) -> Result<cri::VersionResponse, tonic::Status> {
+        Ok(self
+            .runtime
+            .version(cri::VersionRequest::default())
+            .await?
+            .into_inner())
     }
 
     pub async fn exec_sync(

@@ -358,12 +358,7 @@ async fn garbage_requests_do_not_hurt_the_daemon() {
     );
     // Still serving.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let v = d
-        .runtime
-        .version(cri::VersionRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let v = d.version().await.unwrap();
     assert_eq!(v.runtime_name, "rcrun-cri");
     let pods = d.list_pods().await.unwrap();
     assert!(pods.is_empty());

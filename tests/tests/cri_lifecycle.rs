@@ -89,10 +89,7 @@ async fn pod_with_two_containers_logs_exec_and_stop() {
         .await
         .unwrap();
     for id in [&web, &side] {
-        let st = d
-            .wait_state(id, cri::ContainerState::ContainerRunning, WAIT)
-            .await
-            .unwrap();
+        let st = d.wait_running(id).await.unwrap();
         assert!(
             st.started_at > 0 && st.created_at > 0 && st.started_at >= st.created_at,
             "{st:?}"

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rcrun_proto::cri;
 use rcrun_proto::cri::NamespaceMode;
 use rcrun_tests::cni::{BridgeNetwork, Netns, PLUGIN_DIR};
-use rcrun_tests::daemon::{container_config, log_dir, pod_config, Daemon, DaemonOptions};
+use rcrun_tests::daemon::{log_dir, pod_config, pong_server, Daemon, DaemonOptions};
 
 async fn pod_ip(d: &mut Daemon, pod_id: &str) -> String {
     d.pod_status(pod_id).await.unwrap().network.unwrap().ip
@@ -48,28 +48,14 @@ async fn pods_get_ips_talk_and_release_them() {
     assert_eq!(net.allocated_ips().len(), 2);
 
     let server = d
-        .run_container(
-            &server_id,
-            &server_pod,
-            &container_config(
-                "srv",
-                &image,
-                &["sh", "-c", "while true; do echo pong | nc -l -p 8080; done"],
-            ),
-        )
+        .run_container(&server_id, &server_pod, &pong_server("srv", &image, 8080))
         .await
         .unwrap();
     let client = d
         .run_sleeper(&client_id, &client_pod, "cli", &image)
         .await
         .unwrap();
-    d.wait_state(
-        &server,
-        cri::ContainerState::ContainerRunning,
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
+    d.wait_running(&server).await.unwrap();
     let mut answer = String::new();
     for _ in 0..50 {
         let r = d

@@ -48,9 +48,7 @@ async fn ephemeral_container_sees_the_target_processes() {
         )
         .await
         .unwrap();
-    d.wait_state(&target, cri::ContainerState::ContainerRunning, WAIT)
-        .await
-        .unwrap();
+    d.wait_running(&target).await.unwrap();
     let debug = sleeper("debugger", &image).with_namespaces(target_pid_namespace(target.clone()));
     let debugger = d.run_container(&pod_id, &pod, &debug).await.unwrap();
     let ps = d
@@ -84,9 +82,7 @@ async fn pod_shared_pid_namespace_has_an_infra_process() {
     let b = sleeper("b", &image).with_namespaces(pod_pid_namespace());
     let a = d.run_container(&pod_id, &pod, &a).await.unwrap();
     let b = d.run_container(&pod_id, &pod, &b).await.unwrap();
-    d.wait_state(&a, cri::ContainerState::ContainerRunning, WAIT)
-        .await
-        .unwrap();
+    d.wait_running(&a).await.unwrap();
     let ps = d.exec_sync(&b, &["ps", "-o", "pid,args"], 5).await.unwrap();
     let text = out(&ps);
     assert!(text.contains("sleep 3131"), "{text}");

@@ -217,12 +217,7 @@ async fn stats_update_and_log_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_status_and_runtime_config() {
     let mut d = Daemon::start(DaemonOptions::default()).await;
-    let v = d
-        .runtime
-        .version(cri::VersionRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let v = d.version().await.unwrap();
     assert_eq!(
         (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
         ("rcrun-cri", "v1")

@@ -56,9 +56,7 @@ async fn kill9_and_sigterm_keep_containers_and_record_true_exits() {
         )
         .await
         .unwrap();
-    d.wait_state(&running, cri::ContainerState::ContainerRunning, WAIT)
-        .await
-        .unwrap();
+    d.wait_running(&running).await.unwrap();
     let pid_before = d
         .exec_sync(&running, &["cat", "/proc/1/stat"], 5)
         .await
@@ -238,10 +236,7 @@ async fn kill9_during_creation_leaves_nothing_half_done() {
         );
     }
     let started = Instant::now();
-    d.runtime
-        .version(cri::VersionRequest::default())
-        .await
-        .unwrap();
+    d.version().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 

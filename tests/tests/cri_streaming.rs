@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rcrun_proto::cri;
-use rcrun_tests::daemon::{container_config, log_dir, pod_config, Daemon, DaemonOptions};
+use rcrun_tests::daemon::{
+    container_config, log_dir, pod_config, pong_server, Daemon, DaemonOptions,
+};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -67,24 +69,10 @@ async fn exec_attach_and_port_forward() {
     echo.stdin = true;
     let echo = d.run_container(&pod_id, &pod, &echo).await.unwrap();
     let server = d
-        .run_container(
-            &pod_id,
-            &pod,
-            &container_config(
-                "srv",
-                &image,
-                &["sh", "-c", "while true; do echo pong | nc -l -p 7070; done"],
-            ),
-        )
+        .run_container(&pod_id, &pod, &pong_server("srv", &image, 7070))
         .await
         .unwrap();
-    d.wait_state(
-        &server,
-        cri::ContainerState::ContainerRunning,
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
+    d.wait_running(&server).await.unwrap();
 
     // exec with stdin, stdout, stderr and a non-zero exit code.
     let url = d
