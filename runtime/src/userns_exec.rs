@@ -19,6 +19,11 @@
 //! The namespaces are handed over as descriptors opened here, not as
 //! `/proc/<pid>/ns` paths, and the init's identity is checked after opening
 //! them: a PID reused by an unrelated process cannot slip in between.
+//!
+//! One pass (user, then the rest) is enough here, unlike runc's two-stage
+//! join for namespaces owned by another user namespace: the container's
+//! init entered its namespaces the same way, so one that its user namespace
+//! does not own would have failed `create` already.
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -94,8 +99,8 @@ pub struct TenantProcess {
     pub sub_cgroup: Option<String>,
 }
 
-/// The init's namespaces, opened: `user` first, then the others the
-/// container's config lists.
+/// The init's namespaces of the types the container's config lists, opened
+/// (`user` first; libcontainer joins it first whatever the order).
 struct InitNamespaces {
     fds: Vec<(LinuxNamespaceType, OwnedFd)>,
 }
@@ -131,21 +136,16 @@ impl InitNamespaces {
         let mut fds = Vec::with_capacity(types.len());
         for typ in types {
             let name = proc_name(typ);
-            let path = format!("/proc/{pid}/ns/{name}");
-            // CLOEXEC: the descriptors reach libcontainer's processes through
-            // fork and are gone once the command is executed.
-            let fd = nix::fcntl::open(
-                path.as_str(),
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map_err(|e| UsernsExecError::OpenNamespace {
-                name,
-                source: e.into(),
+            // Opened close-on-exec: the descriptors reach libcontainer's
+            // processes through fork and are gone once the command runs.
+            let file = std::fs::File::open(format!("/proc/{pid}/ns/{name}")).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    UsernsExecError::InitGone
+                } else {
+                    UsernsExecError::OpenNamespace { name, source: e }
+                }
             })?;
-            // SAFETY: open(2) just returned this descriptor to us.
-            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            fds.push((typ, fd));
+            fds.push((typ, OwnedFd::from(file)));
         }
         Ok(InitNamespaces { fds })
     }
