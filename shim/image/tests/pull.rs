@@ -5,7 +5,7 @@ mod common;
 
 use common::{count_entries, files_below, open, registries, with_rootfs, Proxy};
 use rcrun_image::{ImageError, ImageStore, PullAuth};
-use rcrun_tests::fixtures;
+use rcrun_tests::fixtures::{self, Image};
 use rcrun_tests::registry::Registry;
 use std::path::Path;
 use std::time::Duration;
@@ -18,12 +18,32 @@ fn snapshots(root: &Path) -> usize {
     count_entries(&root.join("snapshots"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pull_by_tag_and_by_digest_reports_names_like_containerd() {
+/// A registry with the fixture image `name` pushed, and an empty store in a
+/// temp dir that pulls from it.
+async fn registry_and_store(name: &str) -> (Registry, Image, tempfile::TempDir, ImageStore) {
     let reg = Registry::start();
-    let image = reg.push_image("busybox");
+    let image = reg.push_image(name);
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), reg.addr()).await;
+    (reg, image, dir, store)
+}
+
+/// `<registry>/<repository>:latest` of a pushed image.
+fn latest(reg: &Registry, image: &Image) -> String {
+    format!("{}/{}:latest", reg.addr(), image.repository)
+}
+
+/// The layer descriptors of the image's `latest` manifest, as the registry
+/// serves it.
+fn manifest_layers(reg: &Registry, image: &Image) -> Vec<serde_json::Value> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&reg.manifest(&image.repository, "latest").unwrap().body).unwrap();
+    manifest["layers"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_by_tag_and_by_digest_reports_names_like_containerd() {
+    let (reg, image, dir, store) = registry_and_store("busybox").await;
     let repo = format!("{}/{}", reg.addr(), image.repository);
 
     let by_tag = store.pull(&format!("{repo}:latest"), None).await.unwrap();
@@ -125,7 +145,7 @@ async fn credentials_are_checked() {
     let image = reg.push_image("busybox");
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), reg.addr()).await;
-    let name = format!("{}/{}:latest", reg.addr(), image.repository);
+    let name = latest(&reg, &image);
 
     let anonymous = store.pull(&name, None).await;
     assert!(
@@ -166,10 +186,7 @@ async fn credentials_are_checked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_images_are_not_found() {
-    let reg = Registry::start();
-    let image = reg.push_image("busybox");
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), reg.addr()).await;
+    let (reg, image, _dir, store) = registry_and_store("busybox").await;
     for name in [
         format!("{}/no/such-image:latest", reg.addr()),
         format!("{}/{}:no-such-tag", reg.addr(), image.repository),
@@ -208,10 +225,7 @@ async fn corrupted_blob_fails_the_pull_and_keeps_nothing() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), reg.addr()).await;
-    let err = store
-        .pull(&format!("{}/{}:latest", reg.addr(), image.repository), None)
-        .await
-        .unwrap_err();
+    let err = store.pull(&latest(&reg, &image), None).await.unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("digest mismatch") || msg.contains("layer"),
@@ -244,10 +258,7 @@ async fn malicious_layers_are_refused_and_nothing_escapes() {
         "evil-hardlink",
     ] {
         let image = reg.push_image(name);
-        let err = store
-            .pull(&format!("{}/{}:latest", reg.addr(), image.repository), None)
-            .await
-            .unwrap_err();
+        let err = store.pull(&latest(&reg, &image), None).await.unwrap_err();
         assert!(err.to_string().contains("refused"), "{name}: {err}");
     }
     for escaped in [
@@ -271,14 +282,8 @@ async fn malicious_layers_are_refused_and_nothing_escapes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn whiteouts_apply_in_the_container_rootfs() {
-    let reg = Registry::start();
-    let image = reg.push_image("whiteouts");
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), reg.addr()).await;
-    let record = store
-        .pull(&format!("{}/{}:latest", reg.addr(), image.repository), None)
-        .await
-        .unwrap();
+    let (reg, image, _dir, store) = registry_and_store("whiteouts").await;
+    let record = store.pull(&latest(&reg, &image), None).await.unwrap();
 
     with_rootfs(&store, "c1", &record.id, |rootfs, scratch| {
         assert_eq!(
@@ -311,20 +316,10 @@ async fn whiteouts_apply_in_the_container_rootfs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gzip_zstd_and_plain_layers() {
-    let reg = Registry::start();
-    let image = reg.push_image("compressions");
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), reg.addr()).await;
-    let record = store
-        .pull(&format!("{}/{}:latest", reg.addr(), image.repository), None)
-        .await
-        .unwrap();
+    let (reg, image, dir, store) = registry_and_store("compressions").await;
+    let record = store.pull(&latest(&reg, &image), None).await.unwrap();
     assert_eq!(record.id, image.config_digest);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&reg.manifest(&image.repository, "latest").unwrap().body).unwrap();
-    let kinds: Vec<String> = manifest["layers"]
-        .as_array()
-        .unwrap()
+    let kinds: Vec<String> = manifest_layers(&reg, &image)
         .iter()
         .map(|l| l["mediaType"].as_str().unwrap().to_string())
         .collect();
@@ -542,10 +537,7 @@ async fn stalled_registry_times_out_without_a_total_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_reaches_every_layers_size() {
-    let reg = Registry::start();
-    let image = reg.push_image("compressions");
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), reg.addr()).await;
+    let (reg, image, _dir, store) = registry_and_store("compressions").await;
     let seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>> =
         Default::default();
     let sink = seen.clone();
@@ -556,17 +548,14 @@ async fn progress_reaches_every_layers_size() {
             assert!(p.downloaded >= entry.0, "progress went backwards");
             *entry = (p.downloaded, p.total);
         });
-    let name = format!("{}/{}:latest", reg.addr(), image.repository);
     store
-        .pull_with_progress(&name, None, progress)
+        .pull_with_progress(&latest(&reg, &image), None, progress)
         .await
         .unwrap();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&reg.manifest(&image.repository, "latest").unwrap().body).unwrap();
-    let layers = manifest["layers"].as_array().unwrap();
+    let layers = manifest_layers(&reg, &image);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), layers.len());
-    for l in layers {
+    for l in &layers {
         let (done, total) = seen[l["digest"].as_str().unwrap()];
         assert_eq!(
             (done, total),
