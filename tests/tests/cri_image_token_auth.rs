@@ -126,7 +126,12 @@ async fn wrong_password_and_no_credentials_are_refused() {
     let mut s = setup(&[]).await;
     let wrong = pull(&mut s.daemon, &s.reference, basic(USER, "wrong")).await;
     let status = assert_unauthenticated(wrong, "wrong password");
-    assert!(status.message().contains(&s.image.repository), "{status:?}");
+    assert!(
+        status.message().contains(&s.image.repository)
+            && status.message().contains("token server")
+            && status.message().contains("refused the credentials"),
+        "the error says who refused: {status:?}"
+    );
     assert_unauthenticated(
         pull(&mut s.daemon, &s.reference, None).await,
         "no credentials",

@@ -13,7 +13,8 @@ use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -234,6 +235,8 @@ pub struct Remote {
     registry: String,
     repository: String,
     auth: RegistryAuth,
+    /// Basic credentials were traded for a token (or found not to need one).
+    authorized: AtomicBool,
     tuning: PullTuning,
     /// The reference as the user named it (for error messages).
     display: String,
@@ -283,6 +286,7 @@ impl Remote {
             endpoint,
             repository: name.path.clone(),
             auth,
+            authorized: AtomicBool::new(false),
             tuning,
             display: name.to_string(),
         }
@@ -301,18 +305,34 @@ impl Remote {
         }
     }
 
+    /// Trades basic credentials for a token before the first request.
+    /// oci-client would do it on its own, but it drops a token server's
+    /// refusal and goes on anonymously: the error then only says "401".
+    async fn authorize(&self, reference: &Reference) -> Result<(), OciDistributionError> {
+        if !matches!(self.auth, RegistryAuth::Basic(..)) || self.authorized.load(Ordering::Acquire)
+        {
+            return Ok(());
+        }
+        self.client
+            .auth(reference, &self.auth, RegistryOperation::Pull)
+            .await?;
+        self.authorized.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// Fetches a manifest or index; a digest reference is verified.
     pub async fn manifest(&self, what: &TagOrDigest) -> Result<(bytes::Bytes, Digest), ImageError> {
         let reference = self.reference_for(what);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = tokio::time::timeout(
-                self.tuning.stall_timeout,
+            let request = async {
+                self.authorize(&reference).await?;
                 self.client
-                    .pull_manifest_raw(&reference, &self.auth, ACCEPTED_MANIFESTS),
-            )
-            .await;
+                    .pull_manifest_raw(&reference, &self.auth, ACCEPTED_MANIFESTS)
+                    .await
+            };
+            let result = tokio::time::timeout(self.tuning.stall_timeout, request).await;
             let failure = match result {
                 Ok(Ok((body, _))) => {
                     let actual = Digest::of(&body);
@@ -477,9 +497,11 @@ impl Remote {
         };
         let not_found = || Failure::Permanent(ImageError::NotFound(self.display.clone()));
         match e {
-            OciDistributionError::AuthenticationFailure(m) => {
-                unauthorized(format!("authentication failed: {m}"))
-            }
+            OciDistributionError::AuthenticationFailure(m) => unauthorized(format!(
+                "the token server of {} refused the credentials: {}",
+                self.endpoint,
+                m.trim()
+            )),
             OciDistributionError::UnauthorizedError { url } => {
                 unauthorized(format!("401 Unauthorized from {url}"))
             }
