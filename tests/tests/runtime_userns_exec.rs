@@ -1,6 +1,7 @@
 //! `rcrun exec` into containers with their own user namespace: the process
 //! joins it (and every other namespace and the cgroup of the container),
 //! has the container's ids and capabilities there, and nothing of host root.
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -429,4 +430,72 @@ fn exec_does_not_pass_on_rcruns_supplementary_groups() {
             assert_eq!(status_field(&groups, "Groups"), want, "{prefix} {extra:?}");
         }
     }
+}
+
+/// Accepts one connection on a seccomp listener socket; returns the state
+/// sent and the number of fds (closed: the pending syscall fails).
+fn receive_seccomp_notify(listener: &std::os::unix::net::UnixListener) -> (Value, usize) {
+    let (stream, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 8192];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(f) = c {
+            fds.extend(f);
+        }
+    }
+    let n = msg.bytes;
+    for fd in &fds {
+        // SAFETY: we own the received fd.
+        unsafe { libc::close(*fd) };
+    }
+    let state: Value = serde_json::from_slice(&buf[..n]).unwrap();
+    (state, fds.len())
+}
+
+#[test]
+fn exec_hands_its_seccomp_notify_fd_to_the_listener() {
+    let r = Rcrun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("seccomp.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let mut b = userns_bundle(&["sleep", "1000"]);
+    b.spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "listenerPath": sock_path,
+        "listenerMetadata": "userns-exec",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    b.write();
+    let agent = std::thread::spawn(move || {
+        let init = receive_seccomp_notify(&listener);
+        let exec = receive_seccomp_notify(&listener);
+        (init, exec)
+    });
+    let id = r.run_detached("uxnotify", &b);
+    let pid_file = dir.path().join("exec.pid");
+    let out = r.run(&[
+        "exec",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; mkdir /tmp/d; echo rc=$?",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let ((_, init_fds), (state, exec_fds)) = agent.join().unwrap();
+    assert_eq!((init_fds, exec_fds), (1, 1));
+    assert_eq!(state["metadata"], "userns-exec");
+    assert_eq!(state["pid"], i64::from(read_pid(&pid_file)));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Seccomp:\t2\nrc=1\n");
 }
