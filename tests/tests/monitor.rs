@@ -10,7 +10,6 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rcrun_tests::bins::bin;
@@ -33,12 +32,7 @@ fn runtime() -> PathBuf {
 }
 
 fn unique_id(name: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "mon-{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    rcrun_tests::bundle::unique_id(&format!("mon-{name}"))
 }
 
 /// An OCI spec like runc's default one, on the read-only busybox fixture.
@@ -251,12 +245,9 @@ impl Drop for Container {
     }
 }
 
-/// Spawns `command` with the write end of a fresh pipe as fd 3, waits for it
-/// and reads one JSON line from the pipe until EOF.
-fn spawn_with_sync_pipe<T>(
-    mut command: Command,
-    done: impl FnOnce(std::process::ExitStatus, Value) -> T,
-) -> T {
+/// A fresh pipe whose write end `command` gets as fd 3 (the monitor's sync
+/// pipe); returns (read end, write end). Drop the write end once spawned.
+fn sync_pipe_on_fd3(command: &mut Command) -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for two descriptors.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
@@ -274,6 +265,16 @@ fn spawn_with_sync_pipe<T>(
             Ok(())
         });
     }
+    (read, write)
+}
+
+/// Spawns `command` with the write end of a fresh pipe as fd 3, waits for it
+/// and reads one JSON line from the pipe until EOF.
+fn spawn_with_sync_pipe<T>(
+    mut command: Command,
+    done: impl FnOnce(std::process::ExitStatus, Value) -> T,
+) -> T {
+    let (read, write) = sync_pipe_on_fd3(&mut command);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -913,23 +914,7 @@ fn monitor_outlives_its_spawner() {
         .args(&args);
     // The shell must be observable: run it in the background and read the
     // sync pipe ourselves.
-    let mut fds = [0; 2];
-    // SAFETY: room for two descriptors.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: fresh descriptors from pipe2.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let write_fd = write.as_raw_fd();
-    // SAFETY: only dup2/fcntl between fork and exec.
-    unsafe {
-        shell.pre_exec(move || {
-            if write_fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0);
-            } else {
-                libc::dup2(write_fd, 3);
-            }
-            Ok(())
-        });
-    }
+    let (read, write) = sync_pipe_on_fd3(&mut shell);
     let mut spawner = shell
         .stdin(Stdio::null())
         .stdout(Stdio::null())
