@@ -1,13 +1,21 @@
-//! Set-up steps libcontainer 0.7 leaves out, done by rcrun itself as the
-//! first `createContainer` hook: it runs in the container's namespaces,
-//! after the mounts and before `pivot_root`, with full privileges.
+//! Set-up steps libcontainer 0.7 leaves out, done by rcrun itself from hooks
+//! that run after libcontainer's mounts and before `pivot_root`.
 //!
+//! In the runtime's namespaces (the first `prestart` hook, with the host's
+//! privileges):
+//! - idmapped mounts (see [`crate::idmap`]).
+//!
+//! In the container's namespaces (the first `createContainer` hook):
 //! - per-mount propagation options (`rshared`, `rslave`, `private`, ...):
 //!   libcontainer parses them but never applies them;
 //! - `tmpcopyup` (runc's extension, used by podman for `--tmpfs` and
 //!   `--read-only`): a tmpfs gets what the rootfs holds at its destination;
 //!   libcontainer rejects the option, so it is taken out of the spec;
-//! - the loopback interface of a new network namespace is brought up.
+//! - the loopback interface of a new network namespace is brought up;
+//! - `rootfsPropagation: runbindable` makes every mount of the container
+//!   unbindable (libcontainer makes only the root unbindable). Bind mounts
+//!   from an unbindable mount fail, so the read-only and masked paths, which
+//!   libcontainer makes after `pivot_root`, are made here before that.
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -20,12 +28,42 @@ use serde::{Deserialize, Serialize};
 /// The hidden subcommand the hook runs.
 pub const SUBCOMMAND: &str = "container-setup";
 
-/// What the hook does, written at create time.
+/// Which hook a plan is for.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// In the container's namespaces (`createContainer`).
+    #[default]
+    Container,
+    /// In the runtime's namespaces (`prestart`), with the container's
+    /// init PID from the state on stdin.
+    Runtime,
+}
+
+/// What the hooks do, written at create time.
 #[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
 pub struct Plan {
+    #[serde(default)]
+    pub phase: Phase,
     pub rootfs: PathBuf,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub idmapped: Vec<crate::idmap::IdmapMount>,
     pub mounts: Vec<MountStep>,
     pub loopback_up: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unbindable: Option<Unbindable>,
+}
+
+/// `rootfsPropagation: runbindable`: the paths libcontainer would otherwise
+/// make read-only or mask after `pivot_root`.
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
+pub struct Unbindable {
+    pub readonly_paths: Vec<String>,
+    pub masked_paths: Vec<String>,
+    pub mount_label: Option<String>,
+    /// With a terminal, libcontainer binds the pty onto /dev/console after
+    /// `pivot_root`: devpts mounts must stay bindable for that.
+    pub keep_devpts: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -38,7 +76,15 @@ pub struct MountStep {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.mounts.is_empty() && !self.loopback_up
+        self.mounts.is_empty()
+            && !self.loopback_up
+            && self.idmapped.is_empty()
+            && self.unbindable.is_none()
+    }
+
+    /// The part of the plan the `createContainer` hook carries out.
+    fn container_part(&self) -> bool {
+        !self.mounts.is_empty() || self.loopback_up || self.unbindable.is_some()
     }
 }
 
@@ -68,8 +114,10 @@ fn propagation_flags(option: &str) -> Option<MsFlags> {
     Some(flag | rec)
 }
 
-/// Takes `tmpcopyup` out of the spec's mounts and returns the plan for the
-/// (already absolute) rootfs. `tmpcopyup` on anything but a tmpfs is refused.
+/// Takes out of the spec what libcontainer cannot do (`tmpcopyup`,
+/// idmapped mounts, the recursion of `runbindable`) and returns the plan
+/// for the (already absolute) rootfs. `tmpcopyup` on anything but a tmpfs
+/// is refused.
 pub fn plan(spec: &mut Spec) -> Result<Plan> {
     let rootfs = spec
         .root()
@@ -77,7 +125,7 @@ pub fn plan(spec: &mut Spec) -> Result<Plan> {
         .map(|r| r.path().clone())
         .unwrap_or_default();
     let mut steps = Vec::new();
-    if let Some(mut mounts) = spec.mounts().clone() {
+    let idmapped = if let Some(mut mounts) = spec.mounts().clone() {
         for (i, m) in mounts.iter_mut().enumerate() {
             let Some(opts) = m.options().clone() else {
                 continue;
@@ -107,8 +155,13 @@ pub fn plan(spec: &mut Spec) -> Result<Plan> {
                 ));
             }
         }
+        let idmapped = crate::idmap::take(&mut mounts)?;
         spec.set_mounts(Some(mounts));
-    }
+        idmapped
+    } else {
+        Vec::new()
+    };
+    let unbindable = take_runbindable(spec);
     let loopback_up = spec
         .linux()
         .as_ref()
@@ -118,29 +171,76 @@ pub fn plan(spec: &mut Spec) -> Result<Plan> {
                 .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())
         });
     Ok(Plan {
+        phase: Phase::Container,
         rootfs,
+        idmapped,
         mounts: steps,
         loopback_up,
+        unbindable,
     })
 }
 
-/// Puts the hook running `exe container-setup PLAN-JSON` first among the
-/// `createContainer` hooks. The plan travels on the command line: in a user
-/// namespace the hook cannot read rcrun's root directory.
+/// For `rootfsPropagation: runbindable`: libcontainer gets `unbindable`
+/// (the root alone) and no read-only or masked paths, which the hook makes.
+fn take_runbindable(spec: &mut Spec) -> Option<Unbindable> {
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let linux = spec.linux_mut().as_mut()?;
+    if linux.rootfs_propagation().as_deref() != Some("runbindable") {
+        return None;
+    }
+    linux.set_rootfs_propagation(Some("unbindable".into()));
+    let plan = Unbindable {
+        readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+        masked_paths: linux.masked_paths().clone().unwrap_or_default(),
+        mount_label: linux.mount_label().clone(),
+        keep_devpts: terminal,
+    };
+    linux.set_readonly_paths(None);
+    linux.set_masked_paths(None);
+    Some(plan)
+}
+
+/// Puts the hooks running `exe container-setup PLAN-JSON` first among the
+/// `prestart` hooks (idmapped mounts) and the `createContainer` hooks (the
+/// rest). The plan travels on the command line: in a user namespace the
+/// hook cannot read rcrun's root directory.
 pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan) -> Result<()> {
-    let hook = HookBuilder::default()
-        .path(exe)
-        .args(vec![
-            "rcrun".to_string(),
-            SUBCOMMAND.to_string(),
-            serde_json::to_string(plan)?,
-        ])
-        .build()
-        .context("build the container set-up hook")?;
+    let hook = |plan: &Plan| {
+        HookBuilder::default()
+            .path(exe)
+            .args(vec![
+                "rcrun".to_string(),
+                SUBCOMMAND.to_string(),
+                serde_json::to_string(plan)?,
+            ])
+            .build()
+            .context("build the container set-up hook")
+    };
     let mut hooks = spec.hooks().clone().unwrap_or_default();
-    let mut list = vec![hook];
-    list.extend(hooks.create_container().clone().unwrap_or_default());
-    hooks.set_create_container(Some(list));
+    if !plan.idmapped.is_empty() {
+        let runtime = Plan {
+            phase: Phase::Runtime,
+            rootfs: plan.rootfs.clone(),
+            idmapped: plan.idmapped.clone(),
+            ..Plan::default()
+        };
+        let mut list = vec![hook(&runtime)?];
+        list.extend(hooks.prestart().clone().unwrap_or_default());
+        hooks.set_prestart(Some(list));
+    }
+    if plan.container_part() {
+        let container = Plan {
+            idmapped: Vec::new(),
+            ..serde_json::from_value(serde_json::to_value(plan)?)?
+        };
+        let mut list = vec![hook(&container)?];
+        list.extend(hooks.create_container().clone().unwrap_or_default());
+        hooks.set_create_container(Some(list));
+    }
     spec.set_hooks(Some(hooks));
     Ok(())
 }
@@ -148,6 +248,10 @@ pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan) -> Result<()> {
 /// The hook's work.
 pub fn run(plan: &str) -> Result<()> {
     let plan: Plan = serde_json::from_str(plan).context("parse the set-up plan")?;
+    if plan.phase == Phase::Runtime {
+        let pid = init_pid_from_stdin()?;
+        return crate::idmap::apply(pid, &plan.rootfs, &plan.idmapped);
+    }
     for step in &plan.mounts {
         let target = resolve_in_root(&plan.rootfs, &step.destination)
             .with_context(|| format!("mount {}", step.destination.display()))?;
@@ -164,11 +268,129 @@ pub fn run(plan: &str) -> Result<()> {
     if plan.loopback_up {
         loopback_up().context("bring up the loopback interface")?;
     }
+    if let Some(u) = &plan.unbindable {
+        make_unbindable(&plan.rootfs, u)?;
+    }
     Ok(())
 }
 
+/// The container's init PID, from the state a hook gets on stdin.
+fn init_pid_from_stdin() -> Result<i32> {
+    let state: serde_json::Value =
+        serde_json::from_reader(std::io::stdin().lock()).context("read the state on stdin")?;
+    state["pid"]
+        .as_i64()
+        .filter(|&p| p > 0)
+        .map(|p| p as i32)
+        .context("the state on stdin has no pid")
+}
+
+/// Read-only and masked paths, then every mount under the rootfs
+/// unbindable (and private).
+fn make_unbindable(rootfs: &Path, u: &Unbindable) -> Result<()> {
+    for p in &u.readonly_paths {
+        let target = resolve_in_root(rootfs, Path::new(p))?;
+        readonly_path(&target).with_context(|| format!("make {p} read-only"))?;
+    }
+    let dev_null = resolve_in_root(rootfs, Path::new("/dev/null"))?;
+    for p in &u.masked_paths {
+        let target = resolve_in_root(rootfs, Path::new(p))?;
+        mask_path(&target, &dev_null, u.mount_label.as_deref())
+            .with_context(|| format!("mask {p}"))?;
+    }
+    nix::mount::mount(
+        None::<&str>,
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("make the container's mounts unbindable")?;
+    if u.keep_devpts {
+        for point in mount_points_of_type(rootfs, "devpts")? {
+            nix::mount::mount(
+                None::<&str>,
+                &point,
+                None::<&str>,
+                MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .with_context(|| format!("keep {} bindable", point.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// As libcontainer does it: a recursive bind onto itself, remounted
+/// read-only, nosuid, nodev, noexec; a path that does not exist is skipped.
+fn readonly_path(target: &Path) -> Result<()> {
+    match nix::mount::mount(
+        Some(target),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        r => r?,
+    }
+    nix::mount::mount(
+        Some(target),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )?;
+    Ok(())
+}
+
+/// As libcontainer does it: a read-only tmpfs over a directory, /dev/null
+/// over anything else; a path that does not exist is skipped.
+fn mask_path(target: &Path, dev_null: &Path, label: Option<&str>) -> Result<()> {
+    let Ok(md) = std::fs::metadata(target) else {
+        return Ok(());
+    };
+    if md.is_dir() {
+        let data = label.map(|l| format!("context=\"{l}\""));
+        nix::mount::mount(
+            Some("tmpfs"),
+            target,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            data.as_deref(),
+        )?;
+    } else {
+        nix::mount::mount(
+            Some(dev_null),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
+    }
+    Ok(())
+}
+
+/// Mount points of file system type `fstype` at or under `root`.
+fn mount_points_of_type(root: &Path, fstype: &str) -> Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let point = PathBuf::from(left.split(' ').nth(4)?.replace("\\040", " "));
+            (right.split(' ').next() == Some(fstype) && point.starts_with(root)).then_some(point)
+        })
+        .collect())
+}
+
 /// `path` inside `root`, following symlinks as if `root` were `/`.
-fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
+pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
     let mut pending: Vec<PathBuf> = path
         .components()
         .rev()

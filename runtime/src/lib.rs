@@ -12,6 +12,7 @@ pub mod container;
 pub mod container_setup;
 pub mod executor;
 pub mod fsutil;
+pub mod idmap;
 pub mod logging;
 pub mod output;
 pub mod signals;

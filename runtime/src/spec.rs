@@ -122,32 +122,39 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
         ));
     }
 
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| invalid("linux", "missing"))?;
+    let userns = linux
+        .namespaces()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User);
+
     if let Some(mounts) = spec.mounts() {
         for (i, m) in mounts.iter().enumerate() {
-            let opts = m.options().as_deref().unwrap_or_default();
-            if opts.iter().any(|o| o == "idmap" || o == "ridmap")
-                || m.uid_mappings().is_some()
-                || m.gid_mappings().is_some()
-            {
-                // libcontainer 0.7 has no idmapped mounts.
-                return Err(invalid(
-                    format!("mounts[{i}]"),
-                    "idmapped mounts are not supported",
-                ));
-            }
             if !m.destination().is_absolute() {
                 return Err(invalid(
                     format!("mounts[{i}].destination"),
                     format!("{:?} is not an absolute path", m.destination()),
                 ));
             }
+            if crate::idmap::is_idmapped(m) {
+                crate::idmap::check(m, userns).map_err(|r| invalid(format!("mounts[{i}]"), r))?;
+                // The hook that makes it opens the source; say now if it is not there.
+                let source = resolve(bundle, m.source().as_deref().unwrap_or(Path::new("")));
+                if !source.exists() {
+                    return Err(invalid(
+                        format!("mounts[{i}].source"),
+                        format!("{} does not exist", source.display()),
+                    ));
+                }
+            }
         }
     }
 
-    let linux = spec
-        .linux()
-        .as_ref()
-        .ok_or_else(|| invalid("linux", "missing"))?;
     let mut seen = HashSet::new();
     let mut has_mount_ns = false;
     let mut new_userns = false;
@@ -331,10 +338,12 @@ pub fn make_effective(spec: &mut Spec, bundle: &Path, id: &str) -> Result<(), Sp
     if let Some(linux) = spec.linux_mut() {
         let path = effective_cgroups_path(linux.cgroups_path().as_deref(), id);
         linux.set_cgroups_path(Some(path));
-        let propagation = linux
-            .rootfs_propagation()
-            .as_deref()
-            .and_then(rootfs_propagation);
+        // `runbindable` stays: the rootfs set-up plan (container_setup)
+        // turns it into what libcontainer understands and does the rest.
+        let propagation = linux.rootfs_propagation().as_deref().and_then(|p| match p {
+            "runbindable" => Some(p),
+            _ => rootfs_propagation(p),
+        });
         linux.set_rootfs_propagation(propagation.map(String::from));
     }
 
@@ -362,8 +371,9 @@ pub fn make_effective(spec: &mut Spec, bundle: &Path, id: &str) -> Result<(), Sp
 /// The `linux.rootfsPropagation` libcontainer understands for a value runc
 /// accepts. libcontainer always applies it recursively (MS_REC) to the mounts
 /// before the rootfs set-up, so the `r` forms mean the same; for
-/// `unbindable`/`runbindable` it keeps the mounts slaves and makes only the
-/// new root unbindable (runc's `runbindable` makes every mount unbindable).
+/// `unbindable` it keeps the mounts slaves and makes only the new root
+/// unbindable. `runbindable` (every mount unbindable) is finished by the
+/// container set-up hook.
 pub fn rootfs_propagation(value: &str) -> Option<&'static str> {
     match value.strip_prefix('r').unwrap_or(value) {
         "shared" => Some("shared"),
