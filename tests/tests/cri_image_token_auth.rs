@@ -199,25 +199,7 @@ async fn registry_token_issued_by_the_server_pulls_and_other_tokens_do_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_token_is_exchanged_for_an_access_token() {
     let mut s = setup(&[]).await;
-    // What `docker login` keeps: a refresh token from the OAuth2 password grant.
-    let login = http_post_form(
-        s.tokens.addr(),
-        "/token",
-        &[
-            ("grant_type", "password"),
-            ("username", USER),
-            ("password", PASSWORD),
-            ("service", SERVICE),
-            ("client_id", "rcrun-tests"),
-            ("access_type", "offline"),
-        ],
-    )
-    .unwrap();
-    assert_eq!(login.status, 200, "{login:?}");
-    let json: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
-    let identity_token = json["refresh_token"].as_str().unwrap().to_string();
-    assert!(json["access_token"].as_str().is_some_and(|t| !t.is_empty()));
-
+    let identity_token = login(&s.tokens);
     let with_identity = |t: &str| {
         Some(cri::AuthConfig {
             identity_token: t.into(),
@@ -258,6 +240,59 @@ async fn identity_token_is_exchanged_for_an_access_token() {
     assert_eq!(exchanges[1].account, USER);
 }
 
+/// A refresh token from the OAuth2 password grant, as `docker login` keeps it.
+fn login(tokens: &TokenServer) -> String {
+    let answer = http_post_form(
+        tokens.addr(),
+        "/token",
+        &[
+            ("grant_type", "password"),
+            ("username", USER),
+            ("password", PASSWORD),
+            ("service", SERVICE),
+            ("client_id", "rcrun-tests"),
+            ("access_type", "offline"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    json["refresh_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_bearer_token_is_renewed_with_the_identity_token_once() {
+    let mut s = setup(&[]).await;
+    let auth = Some(cri::AuthConfig {
+        identity_token: login(&s.tokens),
+        ..Default::default()
+    });
+    let exchanges = |tokens: &TokenServer| {
+        tokens
+            .requests()
+            .iter()
+            .filter(|r| r.grant == "refresh_token" && r.granted)
+            .count()
+    };
+    // Both the first token and its renewal are refused: the pull fails,
+    // after exactly one renewal.
+    s.tokens.expire_next_tokens(2);
+    assert_unauthenticated(
+        pull(&mut s.daemon, &s.reference, auth.clone()).await,
+        "expired tokens only",
+    );
+    assert_eq!(exchanges(&s.tokens), 2, "{:?}", s.tokens.requests());
+    assert!(image_names(&mut s.daemon).await.is_empty());
+
+    // The first token has expired (as in a long pull): renewed, pulled.
+    s.tokens.expire_next_tokens(1);
+    let id = pull(&mut s.daemon, &s.reference, auth)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", s.registry.log()));
+    assert_eq!(id, s.image.config_digest);
+    assert_eq!(exchanges(&s.tokens), 4, "{:?}", s.tokens.requests());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_below_a_path_prefix_serves_the_original_name() {
     let tokens = TokenServer::start(USER, PASSWORD);
@@ -293,20 +328,7 @@ async fn mirror_below_a_path_prefix_serves_the_original_name() {
 
     // An identity token is exchanged with the token server the mirror's
     // `/v2/` (below the prefix) names.
-    let login = http_post_form(
-        tokens.addr(),
-        "/token",
-        &[
-            ("grant_type", "password"),
-            ("username", USER),
-            ("password", PASSWORD),
-            ("service", SERVICE),
-            ("access_type", "offline"),
-        ],
-    )
-    .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
-    let identity_token = json["refresh_token"].as_str().unwrap().to_string();
+    let identity_token = login(&tokens);
     let auth = Some(cri::AuthConfig {
         identity_token,
         ..Default::default()

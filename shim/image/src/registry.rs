@@ -14,7 +14,7 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -237,15 +237,38 @@ pub struct Remote {
     auth: RegistryAuth,
     /// Basic credentials were traded for a token (or found not to need one).
     authorized: AtomicBool,
+    /// Identity-token pulls: how the bearer token is renewed.
+    renewal: Option<Renewal>,
     tuning: PullTuning,
     /// The reference as the user named it (for error messages).
     display: String,
+}
+
+/// The bearer token of an identity-token pull expires (after minutes, at
+/// some registries) while a long pull goes on: a refused token is renewed
+/// with the identity token and the request retried, at most once per token
+/// that never served a request (a fresh token refused means no access).
+struct Renewal {
+    identity_token: String,
+    /// Bumped by each renewal: a request that failed on an older token
+    /// just retries with the one renewed meanwhile.
+    generation: AtomicU64,
+    /// The current token served a request.
+    proven: AtomicBool,
+    /// One renewal at a time.
+    lock: tokio::sync::Mutex<()>,
 }
 
 /// Outcome classes of a failed request.
 enum Failure {
     Permanent(ImageError),
     Transient(String),
+}
+
+impl Failure {
+    fn is_unauthorized(&self) -> bool {
+        matches!(self, Failure::Permanent(ImageError::Unauthorized { .. }))
+    }
 }
 
 impl Remote {
@@ -257,17 +280,27 @@ impl Remote {
         credentials: &Credentials,
         tuning: PullTuning,
     ) -> Result<Self, ImageError> {
-        let auth = match credentials {
-            Credentials::Registry(auth) => auth.clone(),
+        let (auth, renewal) = match credentials {
+            Credentials::Registry(auth) => (auth.clone(), None),
             Credentials::IdentityToken(token) => {
                 let display = name.to_string();
                 match oauth::exchange(&endpoint, &name.path, token, &display, &tuning).await? {
-                    Some(bearer) => RegistryAuth::Bearer(bearer),
-                    None => RegistryAuth::Anonymous,
+                    Some(bearer) => (
+                        RegistryAuth::Bearer(bearer),
+                        Some(Renewal {
+                            identity_token: token.clone(),
+                            generation: AtomicU64::new(0),
+                            proven: AtomicBool::new(false),
+                            lock: tokio::sync::Mutex::new(()),
+                        }),
+                    ),
+                    None => (RegistryAuth::Anonymous, None),
                 }
             }
         };
-        Ok(Self::new(endpoint, name, auth, tuning))
+        let mut remote = Self::new(endpoint, name, auth, tuning);
+        remote.renewal = renewal;
+        Ok(remote)
     }
 
     fn new(endpoint: Endpoint, name: &ImageName, auth: RegistryAuth, tuning: PullTuning) -> Self {
@@ -287,6 +320,7 @@ impl Remote {
             repository: name.path.clone(),
             auth,
             authorized: AtomicBool::new(false),
+            renewal: None,
             tuning,
             display: name.to_string(),
         }
@@ -320,12 +354,73 @@ impl Remote {
         Ok(())
     }
 
+    /// The generation of the bearer token requests go out with now.
+    fn token_generation(&self) -> u64 {
+        self.renewal
+            .as_ref()
+            .map_or(0, |r| r.generation.load(Ordering::Acquire))
+    }
+
+    /// A request succeeded with the current token.
+    fn token_served(&self) {
+        if let Some(r) = &self.renewal {
+            r.proven.store(true, Ordering::Release);
+        }
+    }
+
+    /// After the registry refused a request sent with token `generation`:
+    /// renews the bearer token if that may help. Ok(true): retry.
+    async fn renew_token(
+        &self,
+        generation: u64,
+        reference: &Reference,
+    ) -> Result<bool, ImageError> {
+        let Some(r) = &self.renewal else {
+            return Ok(false);
+        };
+        let _one_at_a_time = r.lock.lock().await;
+        let current = r.generation.load(Ordering::Acquire);
+        if current != generation {
+            return Ok(true);
+        }
+        if current > 0 && !r.proven.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let renewed = oauth::exchange(
+            &self.endpoint,
+            &self.repository,
+            &r.identity_token,
+            &self.display,
+            &self.tuning,
+        )
+        .await?;
+        let Some(token) = renewed else {
+            return Ok(false);
+        };
+        tracing::info!(endpoint = %self.endpoint, image = %self.display, "bearer token refused; renewed it with the identity token");
+        // oci-client keeps tokens per repository: the new one replaces the old.
+        self.client
+            .auth(
+                reference,
+                &RegistryAuth::Bearer(token),
+                RegistryOperation::Pull,
+            )
+            .await
+            .map_err(|e| {
+                ImageError::Other(format!("{}: storing a renewed token: {e}", self.display))
+            })?;
+        r.proven.store(false, Ordering::Release);
+        r.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
+    }
+
     /// Fetches a manifest or index; a digest reference is verified.
     pub async fn manifest(&self, what: &TagOrDigest) -> Result<(bytes::Bytes, Digest), ImageError> {
         let reference = self.reference_for(what);
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let generation = self.token_generation();
             let request = async {
                 self.authorize(&reference).await?;
                 self.client
@@ -335,6 +430,7 @@ impl Remote {
             let result = tokio::time::timeout(self.tuning.stall_timeout, request).await;
             let failure = match result {
                 Ok(Ok((body, _))) => {
+                    self.token_served();
                     let actual = Digest::of(&body);
                     if let TagOrDigest::Digest(expected) = what {
                         if &actual != expected {
@@ -352,6 +448,9 @@ impl Remote {
                     self.tuning.stall_timeout
                 )),
             };
+            if failure.is_unauthorized() && self.renew_token(generation, &reference).await? {
+                continue;
+            }
             self.retry_or_fail(failure, attempt, &format!("manifest {}", reference.whole()))
                 .await?;
         }
@@ -403,6 +502,7 @@ impl Remote {
         // Failures in a row without any data in between.
         let mut failures = 0;
         loop {
+            let generation = self.token_generation();
             let request =
                 self.client
                     .pull_blob_stream_partial(&reference, &descriptor, offset, None);
@@ -413,6 +513,7 @@ impl Remote {
                 )),
                 Ok(Err(e)) => self.classify(e),
                 Ok(Ok(response)) => {
+                    self.token_served();
                     // A registry without range support answers with the whole blob.
                     let (mut stream, mut skip) = match response {
                         BlobResponse::Full(s) => (s.stream, offset),
@@ -454,11 +555,21 @@ impl Remote {
                     }
                 }
             };
-            failures += 1;
-            if let Err(e) = self
-                .retry_or_fail(failure, failures, &format!("blob {digest}"))
-                .await
-            {
+            let renewed = if failure.is_unauthorized() {
+                self.renew_token(generation, &reference).await
+            } else {
+                Ok(false)
+            };
+            let outcome = match renewed {
+                Ok(true) => continue,
+                Ok(false) => {
+                    failures += 1;
+                    self.retry_or_fail(failure, failures, &format!("blob {digest}"))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
                 let _ = sink.send(Err(std::io::Error::other(e.to_string()))).await;
                 return Err(e);
             }
