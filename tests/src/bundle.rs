@@ -389,23 +389,67 @@ impl ConsoleSocket {
     /// Accepts the runtime's connection and returns the fd it sent.
     pub fn receive(&self) -> OwnedFd {
         let (stream, _) = self.listener.accept().expect("accept");
-        recv_fd(stream.as_raw_fd())
+        let (_, fds) = recv_with_fds(stream.as_raw_fd());
+        fds.into_iter()
+            .next()
+            .expect("no fd received on the console socket")
     }
 }
 
-fn recv_fd(sock: RawFd) -> OwnedFd {
+/// A seccomp notify listener (`linux.seccomp.listenerPath`): a unix socket
+/// that receives the container's state and its seccomp notify fd.
+pub struct SeccompListener {
+    pub dir: tempfile::TempDir,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl Default for SeccompListener {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SeccompListener {
+    pub fn new() -> SeccompListener {
+        let dir = tempfile::tempdir().expect("socket dir");
+        let listener =
+            std::os::unix::net::UnixListener::bind(dir.path().join("seccomp.sock")).expect("bind");
+        SeccompListener { dir, listener }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("seccomp.sock")
+    }
+
+    /// Accepts one connection; returns the state sent and the number of fds
+    /// received. The fds are closed, so the pending syscall fails (ENOSYS).
+    pub fn receive(&self) -> (Value, usize) {
+        let (stream, _) = self.listener.accept().expect("accept");
+        let (data, fds) = recv_with_fds(stream.as_raw_fd());
+        let state = serde_json::from_slice(&data).expect("state JSON");
+        (state, fds.len())
+    }
+}
+
+/// One message on a unix socket: its bytes and the fds that came with it.
+fn recv_with_fds(sock: RawFd) -> (Vec<u8>, Vec<OwnedFd>) {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut buf = [0u8; 1024];
+    let mut buf = [0u8; 8192];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::empty()).expect("recvmsg");
+    let mut fds = Vec::new();
     for c in msg.cmsgs().expect("cmsgs") {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY: the kernel installed this fd for us.
-            return unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel installed these fds for us.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
-    panic!("no fd received on the console socket");
+    let len = msg.bytes;
+    (buf[..len].to_vec(), fds)
 }
 
 /// Reads from a pty master until `needle` shows up or the timeout passes.

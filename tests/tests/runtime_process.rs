@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::os::fd::AsRawFd;
 
-use rcrun_tests::bundle::{unique_id, Bundle, Rcrun};
+use rcrun_tests::bundle::{unique_id, Bundle, Rcrun, SeccompListener};
 use serde_json::{json, Value};
 
 fn sh(script: &str) -> Bundle {
@@ -115,58 +115,26 @@ fn recursive_read_only_bind_mount() {
     assert_eq!(out.trim(), "sub=ro");
 }
 
-/// Accepts one connection on a seccomp listener socket; returns the state
-/// sent and the number of fds (closed, so the pending syscall fails with
-/// ENOSYS).
-fn receive_seccomp_notify(listener: &std::os::unix::net::UnixListener) -> (Value, usize) {
-    let (stream, _) = listener.accept().unwrap();
-    let mut buf = [0u8; 8192];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = nix::sys::socket::recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        nix::sys::socket::MsgFlags::empty(),
-    )
-    .unwrap();
-    let mut fds = Vec::new();
-    for c in msg.cmsgs().unwrap() {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(f) = c {
-            fds.extend(f);
-        }
-    }
-    let n = msg.bytes;
-    let state: Value = serde_json::from_slice(&buf[..n]).unwrap();
-    for fd in fds.iter() {
-        // SAFETY: we own the received fd.
-        unsafe { libc::close(*fd) };
-    }
-    (state, fds.len())
-}
-
 #[test]
 fn exec_hands_its_seccomp_notify_fd_to_the_listener() {
     let r = Rcrun::new();
-    let dir = tempfile::tempdir().unwrap();
-    let sock_path = dir.path().join("seccomp.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
-    let mut b = Bundle::new(&["sleep", "1000"]);
-    b.spec["linux"]["seccomp"] = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64"],
-        "listenerPath": sock_path,
-        "listenerMetadata": "exec-metadata",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    let listener = SeccompListener::new();
+    let b = Bundle::new(&["sleep", "1000"]).edit(|spec| {
+        spec["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "listenerPath": listener.path(),
+            "listenerMetadata": "exec-metadata",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+        });
     });
-    b.write();
     let agent = std::thread::spawn(move || {
-        let init = receive_seccomp_notify(&listener);
-        let exec = receive_seccomp_notify(&listener);
+        let init = listener.receive();
+        let exec = listener.receive();
         (init, exec)
     });
     let id = r.run_detached("execnotify", &b);
-    let pid_file = dir.path().join("exec.pid");
+    let pid_file = b.path().join("exec.pid");
     let out = r.run(&[
         "exec",
         "--pid-file",
@@ -193,20 +161,18 @@ fn exec_hands_its_seccomp_notify_fd_to_the_listener() {
 #[test]
 fn seccomp_notify_sends_the_listener_fd_and_state() {
     let r = Rcrun::new();
-    let dir = tempfile::tempdir().unwrap();
-    let sock_path = dir.path().join("seccomp.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
-    let mut b = sh("mkdir /tmp/d; echo rc=$?");
-    b.spec["linux"]["seccomp"] = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64"],
-        "listenerPath": sock_path,
-        "listenerMetadata": "test-metadata",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    let listener = SeccompListener::new();
+    let b = sh("mkdir /tmp/d; echo rc=$?").edit(|spec| {
+        spec["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "listenerPath": listener.path(),
+            "listenerMetadata": "test-metadata",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+        });
     });
-    b.write();
     let id = r.tracked_id("notify");
-    let agent = std::thread::spawn(move || receive_seccomp_notify(&listener));
+    let agent = std::thread::spawn(move || listener.receive());
     let mut child = r
         .cmd(&["run", "-b", b.path().to_str().unwrap(), &id])
         .stdout(std::process::Stdio::piped())
