@@ -471,17 +471,18 @@ fn is_monitor(pid: i32) -> bool {
     process_alive(pid) && exe.ok().as_deref() == Some(bin("rcrun-monitor").as_path())
 }
 
+/// The pids in /proc.
+fn all_pids() -> impl Iterator<Item = i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+}
+
 /// Pids whose parent is `ppid`, with their states.
 fn children_of(ppid: i32) -> Vec<(i32, char)> {
     let mut children = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids() {
         if let Some((state, parent, _)) = proc_stat(pid) {
             if parent == ppid {
                 children.push((pid, state));
@@ -494,14 +495,7 @@ fn children_of(ppid: i32) -> Vec<(i32, char)> {
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<i32> {
     let mut pids = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids() {
         if let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) {
             if String::from_utf8_lossy(&cmdline).contains(needle) && process_alive(pid) {
                 pids.push(pid);
