@@ -470,51 +470,84 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// An idmapped mount attached by the hook: where, and what it shows.
-struct Attached {
-    target: PathBuf,
-    source: PathBuf,
-    dev: u64,
-}
-
 /// Creates a mount point (a directory, or an empty file for a file mount)
-/// at `path`. Inside an idmapped mount the host's root may have no ID, so
-/// it is created through the mount's source instead.
-fn create_mount_point(path: &Path, dir: bool, attached: &[Attached]) -> Result<()> {
+/// at `path`, as the container's root creates the mount points of its
+/// other mounts.
+fn create_mount_point(path: &Path, dir: bool, root: &ContainerRoot) -> Result<()> {
     if path.symlink_metadata().is_ok() {
         return Ok(());
     }
-    let mut real = path.to_path_buf();
-    if let Some(a) = attached.iter().rev().find(|a| path.starts_with(&a.target)) {
-        // Only while the parent still lies in the idmapped mount itself
-        // (not in a mount moved onto it).
-        let parent_dev = path
-            .ancestors()
-            .skip(1)
-            .find_map(|p| p.metadata().ok())
-            .map(|m| m.dev());
-        if parent_dev == Some(a.dev) {
-            if let Ok(rel) = path.strip_prefix(&a.target) {
-                real = a.source.join(rel);
-            }
-        }
-    }
-    let create = || -> std::io::Result<()> {
+    root.run(|| {
         if dir {
-            std::fs::create_dir_all(&real)
+            std::fs::create_dir_all(path)
         } else {
-            if let Some(parent) = real.parent() {
+            if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(&real)
+                .open(path)
                 .map(drop)
         }
-    };
-    create().with_context(|| format!("create mount point {}", path.display()))
+    })
+    .with_context(|| format!("create mount point {}", path.display()))
+}
+
+/// The container's root user: the host's root, or root in the container's
+/// own user namespace.
+struct ContainerRoot {
+    userns: Option<File>,
+}
+
+impl ContainerRoot {
+    fn of(pid: i32) -> Result<ContainerRoot> {
+        let theirs = format!("/proc/{pid}/ns/user");
+        let own =
+            std::fs::metadata(&theirs)?.ino() != std::fs::metadata("/proc/self/ns/user")?.ino();
+        Ok(ContainerRoot {
+            userns: if own { Some(File::open(theirs)?) } else { None },
+        })
+    }
+
+    /// Runs `f` as this user: in a child that joins the user namespace
+    /// (this process stays the host's root).
+    fn run(&self, f: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
+        let Some(ns) = &self.userns else {
+            return Ok(f()?);
+        };
+        let (err_r, err_w) = nix::unistd::pipe()?;
+        // SAFETY: the hook process is single-threaded.
+        match unsafe { nix::unistd::fork() }.context("fork")? {
+            nix::unistd::ForkResult::Child => {
+                drop(err_r);
+                let result = (|| -> std::io::Result<()> {
+                    nix::sched::setns(ns, CloneFlags::CLONE_NEWUSER)?;
+                    let root = nix::unistd::Gid::from_raw(0);
+                    nix::unistd::setresgid(root, root, root)?;
+                    let root = nix::unistd::Uid::from_raw(0);
+                    nix::unistd::setresuid(root, root, root)?;
+                    f()
+                })();
+                if let Err(e) = &result {
+                    let _ = nix::unistd::write(&err_w, e.to_string().as_bytes());
+                }
+                // SAFETY: leave the forked copy without running destructors.
+                unsafe { libc::_exit(i32::from(result.is_err())) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(err_w);
+                let mut msg = String::new();
+                let _ = std::io::Read::read_to_string(&mut File::from(err_r), &mut msg);
+                match nix::sys::wait::waitpid(child, None)? {
+                    nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+                    _ if !msg.is_empty() => bail!("{msg}"),
+                    status => bail!("as the container's root: {status:?}"),
+                }
+            }
+        }
+    }
 }
 
 /// The hook's work: makes `mounts` in the mount namespace of process `pid`
@@ -533,9 +566,9 @@ pub fn apply(pid: i32, rootfs: &Path, mounts: &[IdmapMount]) -> Result<()> {
         .with_context(|| format!("mounts[{}]", m.index))?;
         usernses.push(ns);
     }
+    let root = ContainerRoot::of(pid).context("open the container's user namespace")?;
     nix::sched::setns(&mnt_ns, CloneFlags::CLONE_NEWNS)
         .context("enter the container's mount namespace")?;
-    let mut attached: Vec<Attached> = Vec::new();
     for (m, userns) in mounts.iter().zip(&usernses) {
         if m.covered {
             tracing::debug!(
@@ -545,7 +578,7 @@ pub fn apply(pid: i32, rootfs: &Path, mounts: &[IdmapMount]) -> Result<()> {
             );
             continue;
         }
-        attach(m, userns, rootfs, &mut attached).with_context(|| {
+        attach(m, userns, rootfs, &root).with_context(|| {
             format!(
                 "mounts[{}]: idmapped mount of {} on {}",
                 m.index,
@@ -557,12 +590,7 @@ pub fn apply(pid: i32, rootfs: &Path, mounts: &[IdmapMount]) -> Result<()> {
     Ok(())
 }
 
-fn attach(
-    m: &IdmapMount,
-    userns: &File,
-    rootfs: &Path,
-    attached: &mut Vec<Attached>,
-) -> Result<()> {
+fn attach(m: &IdmapMount, userns: &File, rootfs: &Path, root: &ContainerRoot) -> Result<()> {
     let target = crate::container_setup::resolve_in_root(rootfs, &m.destination)?;
     // Later mounts under the destination, grabbed before they are covered.
     let points = mount_points()?;
@@ -611,21 +639,15 @@ fn attach(
     set_attrs(&tree, m.attrs.rec_set, m.attrs.rec_clr, true).context("set mount attributes")?;
     set_attrs(&tree, m.attrs.set, m.attrs.clr, false).context("set mount attributes")?;
 
-    create_mount_point(&target, is_dir, attached)?;
+    create_mount_point(&target, is_dir, root)?;
     move_mount(&tree, &target)?;
-    attached.push(Attached {
-        target: target.clone(),
-        source: m.source.clone(),
-        dev: std::fs::metadata(&target)?.dev(),
-    });
 
     for (dest, fd) in nested {
         let path = crate::container_setup::resolve_in_root(rootfs, &dest)?;
-        // SAFETY: fstat on our own fd into a zeroed stat buffer.
         let dir = nix::sys::stat::fstat(fd.as_raw_fd())
             .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
             .unwrap_or(true);
-        create_mount_point(&path, dir, attached)?;
+        create_mount_point(&path, dir, root)?;
         move_mount(&fd, &path).with_context(|| format!("move the mount on {}", dest.display()))?;
     }
     Ok(())
