@@ -376,9 +376,7 @@ impl Default for ConsoleSocket {
 
 impl ConsoleSocket {
     pub fn new() -> ConsoleSocket {
-        let dir = tempfile::tempdir().expect("socket dir");
-        let listener =
-            std::os::unix::net::UnixListener::bind(dir.path().join("console.sock")).expect("bind");
+        let (dir, listener) = listen_in_temp_dir("console.sock");
         ConsoleSocket { dir, listener }
     }
 
@@ -411,9 +409,7 @@ impl Default for SeccompListener {
 
 impl SeccompListener {
     pub fn new() -> SeccompListener {
-        let dir = tempfile::tempdir().expect("socket dir");
-        let listener =
-            std::os::unix::net::UnixListener::bind(dir.path().join("seccomp.sock")).expect("bind");
+        let (dir, listener) = listen_in_temp_dir("seccomp.sock");
         SeccompListener { dir, listener }
     }
 
@@ -429,6 +425,13 @@ impl SeccompListener {
         let state = serde_json::from_slice(&data).expect("state JSON");
         (state, fds.len())
     }
+}
+
+/// A unix socket `name` listening in a new temp dir.
+fn listen_in_temp_dir(name: &str) -> (tempfile::TempDir, std::os::unix::net::UnixListener) {
+    let dir = tempfile::tempdir().expect("socket dir");
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join(name)).expect("bind");
+    (dir, listener)
 }
 
 /// One message on a unix socket: its bytes and the fds that came with it.
