@@ -294,6 +294,31 @@ async fn an_expired_bearer_token_is_renewed_with_the_identity_token_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_token_for_a_registry_without_a_token_server_is_refused() {
+    let registry = Registry::start_with_auth(USER, PASSWORD);
+    let image = registry.push_image("busybox");
+    let mut d = Daemon::start(DaemonOptions {
+        insecure_registries: vec![registry.addr().to_string()],
+        ..Default::default()
+    })
+    .await;
+    let reference = format!("{}/{}:{}", registry.addr(), image.repository, image.tags[0]);
+    let auth = Some(cri::AuthConfig {
+        identity_token: "some-refresh-token".into(),
+        ..Default::default()
+    });
+    let refused = assert_unauthenticated(
+        pull(&mut d, &reference, auth).await,
+        "identity token at a basic-auth registry",
+    );
+    assert!(
+        refused.message().contains("token server") && refused.message().contains(registry.addr()),
+        "{refused:?}"
+    );
+    assert!(image_names(&mut d).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_below_a_path_prefix_serves_the_original_name() {
     let tokens = TokenServer::start(USER, PASSWORD);
     let registry = Registry::start_with_token_auth(&tokens.registry_auth(), &["busybox"]);

@@ -246,15 +246,16 @@ pub struct Remote {
 
 /// The bearer token of an identity-token pull expires (after minutes, at
 /// some registries) while a long pull goes on: a refused token is renewed
-/// with the identity token and the request retried, at most once per token
-/// that never served a request (a fresh token refused means no access).
+/// with the identity token and the request retried. A renewed token that is
+/// refused before it served any request means no access, not expiry: that
+/// refusal is final, which bounds the renewals.
 struct Renewal {
     identity_token: String,
     /// Bumped by each renewal: a request that failed on an older token
     /// just retries with the one renewed meanwhile.
     generation: AtomicU64,
-    /// The current token served a request.
-    proven: AtomicBool,
+    /// 1 + the newest generation that served a request (0: none did).
+    served: AtomicU64,
     /// One renewal at a time.
     lock: tokio::sync::Mutex<()>,
 }
@@ -290,7 +291,7 @@ impl Remote {
                         Some(Renewal {
                             identity_token: token.clone(),
                             generation: AtomicU64::new(0),
-                            proven: AtomicBool::new(false),
+                            served: AtomicU64::new(0),
                             lock: tokio::sync::Mutex::new(()),
                         }),
                     ),
@@ -361,10 +362,10 @@ impl Remote {
             .map_or(0, |r| r.generation.load(Ordering::Acquire))
     }
 
-    /// A request succeeded with the current token.
-    fn token_served(&self) {
+    /// A request sent with token `generation` succeeded.
+    fn token_served(&self, generation: u64) {
         if let Some(r) = &self.renewal {
-            r.proven.store(true, Ordering::Release);
+            r.served.fetch_max(generation + 1, Ordering::AcqRel);
         }
     }
 
@@ -383,7 +384,8 @@ impl Remote {
         if current != generation {
             return Ok(true);
         }
-        if current > 0 && !r.proven.load(Ordering::Acquire) {
+        if current > 0 && r.served.load(Ordering::Acquire) <= current {
+            // A renewed token refused before it served anything: no access.
             return Ok(false);
         }
         let renewed = oauth::exchange(
@@ -409,7 +411,6 @@ impl Remote {
             .map_err(|e| {
                 ImageError::Other(format!("{}: storing a renewed token: {e}", self.display))
             })?;
-        r.proven.store(false, Ordering::Release);
         r.generation.fetch_add(1, Ordering::AcqRel);
         Ok(true)
     }
@@ -430,7 +431,7 @@ impl Remote {
             let result = tokio::time::timeout(self.tuning.stall_timeout, request).await;
             let failure = match result {
                 Ok(Ok((body, _))) => {
-                    self.token_served();
+                    self.token_served(generation);
                     let actual = Digest::of(&body);
                     if let TagOrDigest::Digest(expected) = what {
                         if &actual != expected {
@@ -513,7 +514,7 @@ impl Remote {
                 )),
                 Ok(Err(e)) => self.classify(e),
                 Ok(Ok(response)) => {
-                    self.token_served();
+                    self.token_served(generation);
                     // A registry without range support answers with the whole blob.
                     let (mut stream, mut skip) = match response {
                         BlobResponse::Full(s) => (s.stream, offset),
