@@ -156,6 +156,7 @@ pub fn plan(spec: &mut Spec) -> Result<Plan> {
             }
         }
         let idmapped = crate::idmap::take(&mut mounts)?;
+        crate::idmap::preflight(&idmapped)?;
         spec.set_mounts(Some(mounts));
         idmapped
     } else {

@@ -20,7 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use libcontainer::oci_spec::runtime::{LinuxIdMapping, Mount};
+use libcontainer::oci_spec::runtime::{LinuxIdMapping, LinuxIdMappingBuilder, Mount};
 use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
 
@@ -192,6 +192,18 @@ pub struct IdmapMount {
     /// A later mount covers the destination: the idmapped mount would not
     /// be visible, so it is not made.
     pub covered: bool,
+}
+
+impl IdmapMount {
+    /// open_tree(2) flags for a clone of the source.
+    fn clone_flags(&self) -> libc::c_uint {
+        let recursive = if self.rbind {
+            libc::AT_RECURSIVE as libc::c_uint
+        } else {
+            0
+        };
+        OPEN_TREE_CLONE | recursive
+    }
 }
 
 /// Checks an idmapped mount of the spec; the reason names what is wrong.
@@ -550,6 +562,56 @@ impl ContainerRoot {
     }
 }
 
+/// Tries each idmapping on a throwaway clone of its source, so a source
+/// whose file system cannot be idmapped is reported before anything of
+/// the container exists.
+pub fn preflight(mounts: &[IdmapMount]) -> Result<()> {
+    if mounts.is_empty() {
+        return Ok(());
+    }
+    // Any user namespace but the host's will do.
+    let probe = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(0u32)
+        .size(1u32)
+        .build()?;
+    let userns = userns_with(std::slice::from_ref(&probe), std::slice::from_ref(&probe))
+        .context("create a user namespace for idmapped mounts")?;
+    for m in mounts {
+        let tree = open_tree(&m.source, m.clone_flags())
+            .and_then(|tree| set_idmap(&tree, &userns, m.ridmap));
+        tree.with_context(|| {
+            format!(
+                "config.json: mounts[{}]: idmapped mount of {}",
+                m.index,
+                m.source.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn set_idmap(tree: &OwnedFd, userns: &File, recursive: bool) -> Result<()> {
+    mount_setattr(
+        tree,
+        recursive,
+        &MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        },
+    )
+    .map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EINVAL) {
+            " (does the source's filesystem support idmapped mounts?)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("set the idmapping: {e}{hint}")
+    })
+}
+
 /// The hook's work: makes `mounts` in the mount namespace of process `pid`
 /// (the container's init), whose rootfs is `rootfs`.
 pub fn apply(pid: i32, rootfs: &Path, mounts: &[IdmapMount]) -> Result<()> {
@@ -611,31 +673,8 @@ fn attach(m: &IdmapMount, userns: &File, rootfs: &Path, root: &ContainerRoot) ->
     let is_dir = std::fs::metadata(&m.source)
         .with_context(|| format!("source {}", m.source.display()))?
         .is_dir();
-    let flags = OPEN_TREE_CLONE
-        | if m.rbind {
-            libc::AT_RECURSIVE as libc::c_uint
-        } else {
-            0
-        };
-    let tree = open_tree(&m.source, flags)?;
-    mount_setattr(
-        &tree,
-        m.ridmap,
-        &MountAttr {
-            attr_set: MOUNT_ATTR_IDMAP,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: userns.as_raw_fd() as u64,
-        },
-    )
-    .map_err(|e| {
-        let hint = if e.raw_os_error() == Some(libc::EINVAL) {
-            " (does the source's filesystem support idmapped mounts?)"
-        } else {
-            ""
-        };
-        anyhow::anyhow!("set the idmapping: {e}{hint}")
-    })?;
+    let tree = open_tree(&m.source, m.clone_flags())?;
+    set_idmap(&tree, userns, m.ridmap)?;
     set_attrs(&tree, m.attrs.rec_set, m.attrs.rec_clr, true).context("set mount attributes")?;
     set_attrs(&tree, m.attrs.set, m.attrs.clr, false).context("set mount attributes")?;
 
@@ -656,7 +695,7 @@ fn attach(m: &IdmapMount, userns: &File, rootfs: &Path, root: &ContainerRoot) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libcontainer::oci_spec::runtime::{LinuxIdMappingBuilder, MountBuilder};
+    use libcontainer::oci_spec::runtime::MountBuilder;
 
     fn map(c: u32, h: u32, s: u32) -> LinuxIdMapping {
         LinuxIdMappingBuilder::default()
