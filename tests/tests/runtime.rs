@@ -142,13 +142,13 @@ fn rlimits_env_and_cwd() {
 #[test]
 fn seccomp_denied_syscall_returns_the_configured_errno() {
     let r = Rcrun::new();
-    let mut b = sh("mkdir /tmp/d; echo rc=$?");
-    b.spec["linux"]["seccomp"] = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    let b = sh("mkdir /tmp/d; echo rc=$?").edit(|spec| {
+        spec["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+        });
     });
-    b.write();
     let (code, out, err) = r.run_fg(&b, &unique_id("seccomp"));
     assert_eq!(code, 0, "stderr: {err}");
     assert_eq!(out.trim(), "rc=1");
@@ -172,24 +172,24 @@ fn hooks_run_in_order_with_state_on_stdin() {
     let r = Rcrun::new();
     let logdir = tempfile::tempdir().unwrap();
     let log = logdir.path().join("log");
-    let mut b = sh("echo main >> /hooklog/log");
-    let host_hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} >> {}", log.display())]});
-    b.spec["mounts"].as_array_mut().unwrap().push(json!({
-        "destination": "/hooklog", "type": "bind", "source": logdir.path(), "options": ["rbind", "rw"]
-    }));
-    b.spec["hooks"] = json!({
-        "prestart": [
-            {"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/state.json; echo prestart >> {}", logdir.path().display(), log.display())]},
-            // Exits without reading its state: must not break the runtime.
-            {"path": "/bin/true", "args": ["true"]}
-        ],
-        "createRuntime": [host_hook("createRuntime")],
-        "createContainer": [host_hook("createContainer")],
-        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo startContainer >> /hooklog/log"]}],
-        "poststart": [host_hook("poststart")],
-        "poststop": [host_hook("poststop")]
+    let b = sh("echo main >> /hooklog/log").edit(|spec| {
+        let host_hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} >> {}", log.display())]});
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/hooklog", "type": "bind", "source": logdir.path(), "options": ["rbind", "rw"]
+        }));
+        spec["hooks"] = json!({
+            "prestart": [
+                {"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/state.json; echo prestart >> {}", logdir.path().display(), log.display())]},
+                // Exits without reading its state: must not break the runtime.
+                {"path": "/bin/true", "args": ["true"]}
+            ],
+            "createRuntime": [host_hook("createRuntime")],
+            "createContainer": [host_hook("createContainer")],
+            "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo startContainer >> /hooklog/log"]}],
+            "poststart": [host_hook("poststart")],
+            "poststop": [host_hook("poststop")]
+        });
     });
-    b.write();
     let id = unique_id("hooks");
     let (code, _, err) = r.run_fg(&b, &id);
     assert_eq!(code, 0, "stderr: {err}");
@@ -778,13 +778,13 @@ fn joins_a_network_namespace_by_path() {
     let hid = r.run_detached("netholder", &holder);
     let hpid = r.pid(&hid);
     let want = std::fs::read_link(format!("/proc/{hpid}/ns/net")).unwrap();
-    let mut b = sh("readlink /proc/self/ns/net");
-    b.spec.as_object_mut().unwrap().remove("hostname");
-    b.spec["linux"]["namespaces"] = json!([
-        {"type": "pid"}, {"type": "mount"},
-        {"type": "network", "path": format!("/proc/{hpid}/ns/net")}
-    ]);
-    b.write();
+    let b = sh("readlink /proc/self/ns/net").edit(|spec| {
+        spec.as_object_mut().unwrap().remove("hostname");
+        spec["linux"]["namespaces"] = json!([
+            {"type": "pid"}, {"type": "mount"},
+            {"type": "network", "path": format!("/proc/{hpid}/ns/net")}
+        ]);
+    });
     let out = r.run_fg_ok(&b, "netjoin");
     assert_eq!(out.trim(), want.to_str().unwrap());
 }
@@ -809,12 +809,14 @@ fn user_namespace_maps_ids() {
 #[test]
 fn cgroup_and_time_namespaces() {
     let r = Rcrun::new();
-    let mut b = sh("cat /proc/self/cgroup | grep -c ':/$'; cat /proc/uptime | cut -d. -f1");
-    let ns = b.spec["linux"]["namespaces"].as_array_mut().unwrap();
-    ns.push(json!({"type": "cgroup"}));
-    ns.push(json!({"type": "time"}));
-    b.spec["linux"]["timeOffsets"] = json!({"boottime": {"secs": 86400 * 400, "nanosecs": 0}});
-    b.write();
+    let b =
+        sh("cat /proc/self/cgroup | grep -c ':/$'; cat /proc/uptime | cut -d. -f1").edit(|spec| {
+            let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.push(json!({"type": "cgroup"}));
+            ns.push(json!({"type": "time"}));
+            spec["linux"]["timeOffsets"] =
+                json!({"boottime": {"secs": 86400 * 400, "nanosecs": 0}});
+        });
     let out = r.run_fg_ok(&b, "cgtime");
     let lines: Vec<&str> = out.lines().collect();
     // In its own cgroup namespace the container sees its cgroups as roots.
@@ -826,15 +828,17 @@ fn cgroup_and_time_namespaces() {
 #[test]
 fn devices_from_the_config_are_created() {
     let r = Rcrun::new();
-    let mut b = sh("ls -l /dev/null /dev/zero /dev/mydev | awk '{print $1, $5, $6}'; head -c 4 /dev/zero | wc -c");
-    b.spec["linux"]["devices"] = json!([
-        {"path": "/dev/mydev", "type": "c", "major": 1, "minor": 3, "fileMode": 438, "uid": 0, "gid": 0}
-    ]);
-    b.spec["linux"]["resources"]["devices"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}));
-    b.write();
+    let script = "ls -l /dev/null /dev/zero /dev/mydev | awk '{print $1, $5, $6}'; \
+                  head -c 4 /dev/zero | wc -c";
+    let b = sh(script).edit(|spec| {
+        spec["linux"]["devices"] = json!([
+            {"path": "/dev/mydev", "type": "c", "major": 1, "minor": 3, "fileMode": 438, "uid": 0, "gid": 0}
+        ]);
+        spec["linux"]["resources"]["devices"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}));
+    });
     let out = r.run_fg_ok(&b, "dev");
     assert!(out.contains("crw-rw-rw- 1, 3"), "{out}");
     assert_eq!(out.lines().last(), Some("4"));
@@ -845,15 +849,16 @@ fn bind_mounts_with_options_and_propagation() {
     let r = Rcrun::new();
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("file"), "shared-content\n").unwrap();
-    let mut b = sh(
+    let b = sh(
         "cat /data/file; if touch /data/new 2>/dev/null; then echo rw; else echo ro; fi; \
          grep ' /data ' /proc/self/mountinfo",
-    );
-    b.spec["mounts"].as_array_mut().unwrap().push(json!({
-        "destination": "/data", "type": "bind", "source": src.path(),
-        "options": ["rbind", "ro", "nosuid", "nodev", "rprivate"]
-    }));
-    b.write();
+    )
+    .edit(|spec| {
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind", "source": src.path(),
+            "options": ["rbind", "ro", "nosuid", "nodev", "rprivate"]
+        }));
+    });
     let out = r.run_fg_ok(&b, "bind");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "shared-content");

@@ -86,10 +86,10 @@ fn rlimit_above_the_runtimes_own_hard_limit_is_reported() {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .map(|v| u64::from_str_radix(v.trim(), 16).unwrap() & (1 << 24) != 0)
         .unwrap();
-    let mut b = Bundle::new(&["sh", "-c", "ulimit -Hn"]);
     let want = cur.rlim_max + 1;
-    b.spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": want}]);
-    b.write();
+    let b = Bundle::new(&["sh", "-c", "ulimit -Hn"]).edit(|spec| {
+        spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": want}]);
+    });
     if has_sys_resource {
         let id = unique_id("rlimit");
         let (code, out, err) = r.run_fg(&b, &id);
@@ -145,13 +145,13 @@ fn missing_mount_namespace_is_refused() {
 #[test]
 fn joining_a_missing_namespace_path() {
     let r = Rcrun::new();
-    let mut b = Bundle::new(&["true"]);
-    b.spec["linux"]["namespaces"] = json!([
-        {"type": "mount"},
-        {"type": "network", "path": "/proc/999999999/ns/net"}
-    ]);
-    b.spec.as_object_mut().unwrap().remove("hostname");
-    b.write();
+    let b = Bundle::new(&["true"]).edit(|spec| {
+        spec["linux"]["namespaces"] = json!([
+            {"type": "mount"},
+            {"type": "network", "path": "/proc/999999999/ns/net"}
+        ]);
+        spec.as_object_mut().unwrap().remove("hostname");
+    });
     create_fails(&r, &b, "/proc/999999999/ns/net");
 }
 

@@ -75,13 +75,13 @@ fn preserve_fds_passes_extra_descriptors() {
 #[test]
 fn session_keyring_is_new_unless_disabled() {
     let r = Rcrun::new();
-    let mut b = sh("grep -c _ses /proc/keys || true");
-    // /proc/keys is masked in the default bundle.
-    b.spec["linux"]["maskedPaths"] = json!([]);
-    b.spec["process"]["capabilities"] = json!({
-        "bounding": ["CAP_SYS_ADMIN"], "effective": ["CAP_SYS_ADMIN"], "permitted": ["CAP_SYS_ADMIN"]
+    let b = sh("grep -c _ses /proc/keys || true").edit(|spec| {
+        // /proc/keys is masked in the default bundle.
+        spec["linux"]["maskedPaths"] = json!([]);
+        spec["process"]["capabilities"] = json!({
+            "bounding": ["CAP_SYS_ADMIN"], "effective": ["CAP_SYS_ADMIN"], "permitted": ["CAP_SYS_ADMIN"]
+        });
     });
-    b.write();
     let id = unique_id("keyring");
     let (code, out, err) = r.run_fg(&b, &id);
     assert_eq!(code, 0, "stderr: {err}");
@@ -104,13 +104,14 @@ fn recursive_read_only_bind_mount() {
     let r = Rcrun::new();
     let src = tempfile::tempdir().unwrap();
     std::fs::create_dir(src.path().join("sub")).unwrap();
-    let mut b = sh("mount -t tmpfs tmpfs /data/sub 2>/dev/null; \
-         if touch /data/sub/x 2>/dev/null; then echo sub=rw; else echo sub=ro; fi");
-    b.spec["mounts"].as_array_mut().unwrap().push(json!({
-        "destination": "/data", "type": "bind", "source": src.path(),
-        "options": ["rbind", "rro"]
-    }));
-    b.write();
+    let b = sh("mount -t tmpfs tmpfs /data/sub 2>/dev/null; \
+         if touch /data/sub/x 2>/dev/null; then echo sub=rw; else echo sub=ro; fi")
+    .edit(|spec| {
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind", "source": src.path(),
+            "options": ["rbind", "rro"]
+        }));
+    });
     let out = r.run_fg_ok(&b, "rro");
     assert_eq!(out.trim(), "sub=ro");
 }
@@ -263,12 +264,12 @@ fn idmapped_mounts_are_refused_naming_the_mount() {
         .unwrap()
         .contains(&json!("idmap")));
     let src = tempfile::tempdir().unwrap();
-    let mut b = sh("true");
-    b.spec["mounts"].as_array_mut().unwrap().push(json!({
-        "destination": "/idmapped", "type": "bind", "source": src.path(),
-        "options": ["bind", "idmap"]
-    }));
-    b.write();
+    let b = sh("true").edit(|spec| {
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/idmapped", "type": "bind", "source": src.path(),
+            "options": ["bind", "idmap"]
+        }));
+    });
     let id = r.tracked_id("idmap");
     let err = r.fails(&["create", "-b", b.path().to_str().unwrap(), &id]);
     assert!(
@@ -342,14 +343,14 @@ fn exec_gets_the_containers_seccomp_capabilities_and_no_new_privs() {
     ];
     for no_new_privs in [false, true] {
         let r = Rcrun::new();
-        let mut b = Bundle::new(&["sleep", "1000"]);
-        b.spec["process"]["noNewPrivileges"] = json!(no_new_privs);
-        b.spec["linux"]["seccomp"] = json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+        let b = Bundle::new(&["sleep", "1000"]).edit(|spec| {
+            spec["process"]["noNewPrivileges"] = json!(no_new_privs);
+            spec["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+            });
         });
-        b.write();
         let id = r.run_detached("execsec", &b);
         let init = std::fs::read_to_string(format!("/proc/{}/status", r.pid(&id))).unwrap();
         let want = status_lines(&init, KEYS);
@@ -434,15 +435,16 @@ fn new_network_namespace_has_loopback_up() {
 #[test]
 fn tmpcopyup_fills_the_tmpfs_with_the_rootfs_contents() {
     let r = Rcrun::new();
-    let mut b = sh(
+    let b = sh(
         "grep -c root: /etc/passwd; awk '$5 == \"/etc\" {print $9}' /proc/self/mountinfo; \
          touch /etc/new && echo writable; ls -ld /etc/passwd | cut -c1-10",
-    );
-    b.spec["mounts"].as_array_mut().unwrap().push(
-        json!({"destination": "/etc", "type": "tmpfs", "source": "tmpfs",
-                     "options": ["tmpcopyup", "nosuid", "mode=755"]}),
-    );
-    b.write();
+    )
+    .edit(|spec| {
+        spec["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/etc", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["tmpcopyup", "nosuid", "mode=755"]}),
+        );
+    });
     let out = r.run_fg_ok(&b, "copyup");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
@@ -450,12 +452,12 @@ fn tmpcopyup_fills_the_tmpfs_with_the_rootfs_contents() {
         "{out}"
     );
 
-    let mut b = sh("true");
-    b.spec["mounts"].as_array_mut().unwrap().push(
-        json!({"destination": "/mnt", "type": "bind", "source": "/tmp",
-                     "options": ["rbind", "tmpcopyup"]}),
-    );
-    b.write();
+    let b = sh("true").edit(|spec| {
+        spec["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/mnt", "type": "bind", "source": "/tmp",
+                         "options": ["rbind", "tmpcopyup"]}),
+        );
+    });
     let id = r.tracked_id("copyup");
     let err = r.fails(&["run", "-b", b.path().to_str().unwrap(), &id]);
     assert!(
@@ -500,20 +502,20 @@ fn bind_mount_propagation_options_are_applied() {
         ("rslave", "rslave", "marker", ""),
     ] {
         let r = Rcrun::new();
-        let mut b = Bundle::new(&["sleep", "1000"]);
-        b.spec["linux"]["rootfsPropagation"] = json!(root_propagation);
-        b.spec["mounts"].as_array_mut().unwrap().push(
-            json!({"destination": "/shared", "type": "bind", "source": src.path(),
-                   "options": ["rbind", option]}),
-        );
-        let caps = &mut b.spec["process"]["capabilities"];
-        for set in ["bounding", "effective", "permitted"] {
-            caps[set]
-                .as_array_mut()
-                .unwrap()
-                .push(json!("CAP_SYS_ADMIN"));
-        }
-        b.write();
+        let b = Bundle::new(&["sleep", "1000"]).edit(|spec| {
+            spec["linux"]["rootfsPropagation"] = json!(root_propagation);
+            spec["mounts"].as_array_mut().unwrap().push(
+                json!({"destination": "/shared", "type": "bind", "source": src.path(),
+                       "options": ["rbind", option]}),
+            );
+            let caps = &mut spec["process"]["capabilities"];
+            for set in ["bounding", "effective", "permitted"] {
+                caps[set]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("CAP_SYS_ADMIN"));
+            }
+        });
         let id = unique_id("bprop");
         let script = format!(
             "S={src}; mount -t tmpfs tmpfs $S; mount --make-shared $S; mkdir $S/a $S/b
