@@ -50,6 +50,17 @@ async fn collect(ws: &mut Ws) -> BTreeMap<u8, Vec<u8>> {
     }
 }
 
+/// Connects to the URL ExecRequest `request` gets (remotecommand v5).
+async fn exec_session(d: &mut Daemon, request: cri::ExecRequest) -> Ws {
+    let url = d.runtime.exec(request).await.unwrap().into_inner().url;
+    ws_connect(&url, "v5.channel.k8s.io").await
+}
+
+/// The status on the error channel (3) at the end of a remotecommand session.
+fn session_status(out: &BTreeMap<u8, Vec<u8>>) -> serde_json::Value {
+    serde_json::from_str(&text(out, 3)).unwrap()
+}
+
 fn text(out: &BTreeMap<u8, Vec<u8>>, channel: u8) -> String {
     String::from_utf8_lossy(out.get(&channel).map(Vec::as_slice).unwrap_or_default()).into_owned()
 }
@@ -75,9 +86,9 @@ async fn exec_attach_and_port_forward() {
     d.wait_running(&server).await.unwrap();
 
     // exec with stdin, stdout, stderr and a non-zero exit code.
-    let url = d
-        .runtime
-        .exec(cri::ExecRequest {
+    let mut ws = exec_session(
+        &mut d,
+        cri::ExecRequest {
             container_id: echo.clone(),
             cmd: vec![
                 "sh".into(),
@@ -88,36 +99,30 @@ async fn exec_attach_and_port_forward() {
             stdout: true,
             stderr: true,
             tty: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
-    let mut ws = ws_connect(&url, "v5.channel.k8s.io").await;
+        },
+    )
+    .await;
     send(&mut ws, 0, b"through stdin\n").await;
     ws.send(Message::Binary(vec![255, 0].into())).await.unwrap();
     let out = collect(&mut ws).await;
     assert_eq!(text(&out, 1), "through stdin\n");
     assert_eq!(text(&out, 2), "oops\n");
-    let status: serde_json::Value = serde_json::from_str(&text(&out, 3)).unwrap();
+    let status = session_status(&out);
     assert_eq!(status["details"]["causes"][0]["message"], "4", "{status}");
 
     // exec with a tty, resized before the command looks.
-    let url = d
-        .runtime
-        .exec(cri::ExecRequest {
+    let mut ws = exec_session(
+        &mut d,
+        cri::ExecRequest {
             container_id: echo.clone(),
             cmd: vec!["sh".into(), "-c".into(), "sleep 1; stty size; tty".into()],
             stdin: true,
             stdout: true,
             stderr: false,
             tty: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
-    let mut ws = ws_connect(&url, "v5.channel.k8s.io").await;
+        },
+    )
+    .await;
     send(&mut ws, 4, br#"{"Width":123,"Height":45}"#).await;
     let out = collect(&mut ws).await;
     let stdout = text(&out, 1);
@@ -125,7 +130,7 @@ async fn exec_attach_and_port_forward() {
         stdout.contains("45 123") && stdout.contains("/dev/pts/"),
         "{stdout:?} {out:?}"
     );
-    let status: serde_json::Value = serde_json::from_str(&text(&out, 3)).unwrap();
+    let status = session_status(&out);
     assert_eq!(status["status"], "Success", "{status}");
 
     // attach to the container's own stdin/stdout; detaching leaves it running.
