@@ -41,7 +41,7 @@ pub enum Phase {
 }
 
 /// What the hooks do, written at create time.
-#[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq)]
 pub struct Plan {
     #[serde(default)]
     pub phase: Phase,
@@ -56,7 +56,7 @@ pub struct Plan {
 
 /// `rootfsPropagation: runbindable`: the paths libcontainer would otherwise
 /// make read-only or mask after `pivot_root`.
-#[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq)]
 pub struct Unbindable {
     pub readonly_paths: Vec<String>,
     pub masked_paths: Vec<String>,
@@ -66,7 +66,7 @@ pub struct Unbindable {
     pub keep_devpts: bool,
 }
 
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MountStep {
     pub destination: PathBuf,
     /// Propagation options in the order given (`rshared`, `slave`, ...).
@@ -236,7 +236,7 @@ pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan) -> Result<()> {
     if plan.container_part() {
         let container = Plan {
             idmapped: Vec::new(),
-            ..serde_json::from_value(serde_json::to_value(plan)?)?
+            ..plan.clone()
         };
         let mut list = vec![hook(&container)?];
         list.extend(hooks.create_container().clone().unwrap_or_default());

@@ -72,7 +72,7 @@ fn idmap_without_mappings_uses_the_containers_user_namespace() {
     let src = source_dir(0);
     let b = sh(&format!(
         "mi() {{ {MOUNTINFO_OF}; }}
-         stat -c '%u:%g' /tmp/idmapped/file /tmp/plain/file
+         stat -c '%u:%g' /tmp/idmapped/file /tmp/plain/file /tmp/one-file
          touch /tmp/idmapped/made-inside && echo made
          touch /tmp/plain/not-made 2>/dev/null || echo refused
          mi /tmp/idmapped"
@@ -89,17 +89,22 @@ fn idmap_without_mappings_uses_the_containers_user_namespace() {
             json!({"destination": "/tmp/plain", "type": "bind", "source": src.path(),
                    "options": ["bind"]}),
         );
+        add_mount(
+            spec,
+            json!({"destination": "/tmp/one-file", "type": "bind",
+                   "source": src.path().join("file"), "options": ["bind", "idmap"]}),
+        );
     });
     let out = run_ok(&r, &b, "idmapns");
     let lines: Vec<&str> = out.lines().collect();
     // Host root's file is the container's root's through the idmapped
     // mount, and nobody's through the plain one.
     assert_eq!(
-        lines[..4],
-        ["0:0", "65534:65534", "made", "refused"],
+        lines[..5],
+        ["0:0", "65534:65534", "0:0", "made", "refused"],
         "{out}"
     );
-    assert!(lines[4].contains("idmapped"), "{out}");
+    assert!(lines[5].contains("idmapped"), "{out}");
     // What the container's root made shows up as host root's.
     assert_eq!(owner(&src.path().join("made-inside")), (0, 0));
     assert!(!src.path().join("not-made").exists());
