@@ -411,8 +411,8 @@ fn move_mount(fd: &OwnedFd, target: &Path) -> Result<()> {
 fn userns_with(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Result<File> {
     let (ready_r, ready_w) = nix::unistd::pipe()?;
     let (done_r, done_w) = nix::unistd::pipe()?;
-    // SAFETY: the hook process is single-threaded; the child only makes
-    // raw syscalls and exits.
+    // SAFETY: the child only makes raw syscalls (async-signal-safe) and
+    // exits, so forking is sound even if the caller had other threads.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         nix::unistd::ForkResult::Child => {
             drop(ready_r);

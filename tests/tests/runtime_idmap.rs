@@ -439,3 +439,69 @@ fn a_source_that_cannot_be_idmapped_is_refused_up_front() {
     });
     create_fails(&r, &b, &["mounts[6]", "/proc/self", "idmapped"]);
 }
+
+#[test]
+fn podman_idmap_volume_runs_with_rcrun() {
+    // podman passes `idmap` on a volume of a user-namespaced container.
+    let dir = tempfile::tempdir().unwrap();
+    let vol = source_dir(0);
+    let podman = |args: &[&str]| {
+        let mut c = std::process::Command::new("podman");
+        c.arg("--runtime")
+            .arg(rcrun_tests::bins::bin("rcrun"))
+            .arg("--root")
+            .arg(dir.path().join("storage"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args([
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+                "--storage-driver",
+                "vfs",
+            ])
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        c
+    };
+    let archive = format!(
+        "oci-archive:{}",
+        rcrun_tests::fixtures::image("busybox")
+            .oci_archive()
+            .display()
+    );
+    let volume = format!("{}:/vol:idmap", vol.path().display());
+    let out = podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--uidmap",
+        "0:100000:65536",
+        "--gidmap",
+        "0:100000:65536",
+        "-v",
+        &volume,
+        &archive,
+        "sh",
+        "-c",
+        "stat -c %u:%g /vol/file; touch /vol/made-inside && echo made",
+    ])
+    .output()
+    .expect("run podman");
+    let _ = podman(&["rm", "-af"]).output();
+    let _ = podman(&["system", "reset", "-f"]).output();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "podman run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "0:0\nmade\n");
+    assert_eq!(owner(&vol.path().join("made-inside")), (0, 0));
+}
