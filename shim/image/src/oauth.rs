@@ -95,8 +95,10 @@ struct TokenResponse {
 /// What one attempt came to.
 enum Outcome<T> {
     Done(T),
-    /// The server said no: no retry.
+    /// The server refused the credentials: no retry.
     Refused(String),
+    /// Any other answer that another attempt would not change.
+    Failed(String),
     /// Connection trouble, a timeout, 429 or 5xx: worth another attempt.
     Transient(String),
 }
@@ -141,9 +143,12 @@ pub async fn exchange(
             .collect();
         match bearer_challenge(headers.iter().copied()) {
             Some(c) if status.as_u16() == 401 => Outcome::Done(Some(c)),
-            _ => Outcome::Refused(format!(
-                "registry {endpoint} answered {probe_url} with HTTP {status} and no Bearer challenge \
-                 (WWW-Authenticate: {headers:?}); an identity token needs a registry with a token server"
+            None if status.as_u16() == 401 => Outcome::Refused(format!(
+                "registry {endpoint} asks for no token at {probe_url} (WWW-Authenticate: {headers:?}): \
+                 an identity token needs a registry with a token server"
+            )),
+            _ => Outcome::Failed(format!(
+                "registry {endpoint} answered {probe_url} with HTTP {status}"
             )),
         }
     })
@@ -153,21 +158,24 @@ pub async fn exchange(
         return Ok(None);
     };
 
-    let mut scopes = vec![format!("repository:{repository}:pull")];
-    scopes.extend(
-        challenge
-            .scope
-            .iter()
-            .flat_map(|s| s.split(' '))
-            .filter(|s| !s.is_empty() && !scopes.contains(&s.to_string()))
-            .map(str::to_string)
-            .collect::<Vec<_>>(),
-    );
-    let scope = scopes.join(" ");
-    let service = challenge.service.clone().unwrap_or_default();
     let realm = &challenge.realm;
     let what = format!("token endpoint {realm} of registry {endpoint}");
-    let (service, scope) = (service.as_str(), scope.as_str());
+    if !(realm.starts_with("http://") || realm.starts_with("https://")) {
+        return Err(ImageError::Other(format!(
+            "{what}: the realm is not an http(s) URL"
+        )));
+    }
+    // This repository's pull, plus what the challenge asked for.
+    let mut scopes = vec![format!("repository:{repository}:pull")];
+    for extra in challenge.scope.iter().flat_map(|s| s.split(' ')) {
+        if !extra.is_empty() && !scopes.iter().any(|s| s == extra) {
+            scopes.push(extra.to_string());
+        }
+    }
+    // The OAuth2 form joins scopes with spaces; the GET form repeats `scope`.
+    let joined = scopes.join(" ");
+    let service = challenge.service.clone().unwrap_or_default();
+    let (service, scope, scopes) = (service.as_str(), joined.as_str(), scopes.as_slice());
     let token = with_retries(tuning, &what, || async move {
         let form = [
             ("grant_type", "refresh_token"),
@@ -188,14 +196,14 @@ pub async fn exchange(
             // refuse it (400/401, as some do): the GET form, as containerd.
             400 | 401 | 404 | 405 => {}
             _ => {
-                return Outcome::Refused(format!(
+                return Outcome::Failed(format!(
                     "POST: HTTP {status}: {}",
                     body_excerpt(posted).await
                 ))
             }
         }
         let post_error = format!("POST: HTTP {status}: {}", body_excerpt(posted).await);
-        let mut query = vec![("scope", scope)];
+        let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", s.as_str())).collect();
         if !service.is_empty() {
             query.push(("service", service));
         }
@@ -213,7 +221,11 @@ pub async fn exchange(
         match status {
             200..=299 => parse_token(fetched).await,
             429 | 500..=599 => Outcome::Transient(format!("GET: HTTP {status}")),
-            _ => Outcome::Refused(format!(
+            400..=499 => Outcome::Refused(format!(
+                "{post_error}; GET: HTTP {status}: {}",
+                body_excerpt(fetched).await
+            )),
+            _ => Outcome::Failed(format!(
                 "{post_error}; GET: HTTP {status}: {}",
                 body_excerpt(fetched).await
             )),
@@ -232,8 +244,8 @@ async fn parse_token(response: reqwest::Response) -> Outcome<String> {
     match serde_json::from_slice::<TokenResponse>(&body) {
         Ok(t) if !t.access_token.is_empty() => Outcome::Done(t.access_token),
         Ok(t) if !t.token.is_empty() => Outcome::Done(t.token),
-        Ok(_) => Outcome::Refused("the answer holds no access_token".into()),
-        Err(e) => Outcome::Refused(format!("the answer is not a token response: {e}")),
+        Ok(_) => Outcome::Failed("the answer holds no access_token".into()),
+        Err(e) => Outcome::Failed(format!("the answer is not a token response: {e}")),
     }
 }
 
@@ -250,14 +262,14 @@ async fn body_excerpt(response: reqwest::Response) -> String {
 /// Why `with_retries` gave up.
 enum GaveUp {
     Refused(String),
-    Exhausted(String),
+    Failed(String),
 }
 
 impl GaveUp {
     fn into_error(self, refused: impl FnOnce(String) -> ImageError) -> ImageError {
         match self {
             GaveUp::Refused(m) => refused(m),
-            GaveUp::Exhausted(m) => ImageError::Other(m),
+            GaveUp::Failed(m) => ImageError::Other(m),
         }
     }
 }
@@ -274,8 +286,9 @@ where
         match attempt().await {
             Outcome::Done(v) => return Ok(v),
             Outcome::Refused(m) => return Err(GaveUp::Refused(m)),
+            Outcome::Failed(m) => return Err(GaveUp::Failed(format!("{what}: {m}"))),
             Outcome::Transient(m) if n == attempts => {
-                return Err(GaveUp::Exhausted(format!(
+                return Err(GaveUp::Failed(format!(
                     "{what}: {m} (gave up after {n} attempts)"
                 )))
             }
