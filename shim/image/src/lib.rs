@@ -61,7 +61,11 @@ pub enum ImageError {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// `registry host -> endpoints tried in order` (e.g. "registry.k8s.io" -> ["http://127.0.0.1:5000"]).
+    /// `registry host -> endpoints tried in order` (e.g. "registry.k8s.io" ->
+    /// ["http://127.0.0.1:5000"]). An endpoint is `[http[s]://]host[:port][/path]`;
+    /// a path is where the registry API sits below (`/path/v2/...`, as
+    /// containerd's hosts.toml; a trailing `/v2` may be given or left out).
+    /// Images pulled through a mirror keep their own names.
     pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
     /// Hosts (host[:port]) spoken to over plain http.
     pub insecure: Vec<String>,
@@ -78,7 +82,11 @@ pub struct PullAuth {
     pub password: String,
     /// base64("user:password"), as kubelet may send it instead.
     pub auth: String,
+    /// An OAuth2 refresh token: exchanged at the registry's token server
+    /// (`grant_type=refresh_token`) for a bearer token, renewed when it
+    /// expires during a pull.
     pub identity_token: String,
+    /// A bearer token sent as it is.
     pub registry_token: String,
 }
 
