@@ -5,7 +5,8 @@
 //! privileges):
 //! - idmapped mounts (see [`crate::idmap`]).
 //!
-//! In the container's namespaces (the first `createContainer` hook):
+//! In the container's namespaces (the first `createContainer` hook, and the
+//! last one for `runbindable`):
 //! - per-mount propagation options (`rshared`, `rslave`, `private`, ...):
 //!   libcontainer parses them but never applies them;
 //! - `tmpcopyup` (runc's extension, used by podman for `--tmpfs` and
@@ -84,7 +85,7 @@ impl Plan {
 
     /// The part of the plan the `createContainer` hook carries out.
     fn container_part(&self) -> bool {
-        !self.mounts.is_empty() || self.loopback_up || self.unbindable.is_some()
+        !self.mounts.is_empty() || self.loopback_up
     }
 }
 
@@ -207,7 +208,7 @@ fn take_runbindable(spec: &mut Spec) -> Option<Unbindable> {
 
 /// Puts the hooks running `exe container-setup PLAN-JSON` first among the
 /// `prestart` hooks (idmapped mounts) and the `createContainer` hooks (the
-/// rest). The plan travels on the command line: in a user namespace the
+/// rest), and, for `runbindable`, last among the `createContainer` hooks. The plan travels on the command line: in a user namespace the
 /// hook cannot read rcrun's root directory.
 pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan) -> Result<()> {
     let hook = |plan: &Plan| {
@@ -233,13 +234,26 @@ pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan) -> Result<()> {
         list.extend(hooks.prestart().clone().unwrap_or_default());
         hooks.set_prestart(Some(list));
     }
+    let mut list = hooks.create_container().clone().unwrap_or_default();
     if plan.container_part() {
         let container = Plan {
             idmapped: Vec::new(),
+            unbindable: None,
             ..plan.clone()
         };
-        let mut list = vec![hook(&container)?];
-        list.extend(hooks.create_container().clone().unwrap_or_default());
+        list.insert(0, hook(&container)?);
+    }
+    if plan.unbindable.is_some() {
+        // Last, as runc applies it after all the set-up: the hooks before
+        // it may still bind from the container's mounts.
+        let unbindable = Plan {
+            rootfs: plan.rootfs.clone(),
+            unbindable: plan.unbindable.clone(),
+            ..Plan::default()
+        };
+        list.push(hook(&unbindable)?);
+    }
+    if !list.is_empty() {
         hooks.set_create_container(Some(list));
     }
     spec.set_hooks(Some(hooks));

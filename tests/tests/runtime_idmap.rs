@@ -280,11 +280,19 @@ fn runbindable_makes_every_mount_unbindable() {
          mi /tmp/idmapped | grep -c ' unbindable '
          wc -c < /proc/timer_list
          echo x > /proc/sys/kernel/domainname 2>/dev/null || echo read-only
-         cat /proc/sys/net/ipv4/ip_forward"
+         cat /proc/sys/net/ipv4/ip_forward
+         mi /tmp/cpuinfo | grep -c ' unbindable '; grep -c ^processor /tmp/cpuinfo >/dev/null && echo bound"
     ))
     .edit(|spec| {
         spec["linux"]["rootfsPropagation"] = json!("runbindable");
         spec["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+        // A createContainer hook may still bind from the container's
+        // mounts: they become unbindable after the hooks, as in runc.
+        let root = rcrun_tests::fixtures::busybox_rootfs();
+        let root = root.display();
+        spec["hooks"] = json!({"createContainer": [{"path": "/bin/sh", "args": ["sh", "-ec",
+            format!("/usr/bin/touch {root}/tmp/cpuinfo
+                     /usr/bin/mount --bind {root}/proc/cpuinfo {root}/tmp/cpuinfo")]}]});
         add_mount(
             spec,
             json!({"destination": "/tmp/bound", "type": "bind", "source": src.path(),
@@ -303,7 +311,7 @@ fn runbindable_makes_every_mount_unbindable() {
     // and protect, and sysctls still apply.
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        ["0", "1", "1", "1", "0", "read-only", "1"],
+        ["0", "1", "1", "1", "0", "read-only", "1", "1", "bound"],
         "{out}"
     );
 }
