@@ -31,6 +31,19 @@ impl Daemon {
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs)
             .map_err(|e| Status::internal(format!("creating {}: {e}", rootfs.display())))?;
+        // In the pod's user namespace the runtime creates the mount points
+        // (/proc, /dev, /sys) as the pod's root: the empty rootfs is its.
+        // Only the dir: the `/pause` link below shares its inode with the
+        // daemon's monitor binary.
+        if let Some((uid, gid)) = crate::server::sandbox::pod_namespaces(&record.config).user_root()
+        {
+            std::os::unix::fs::chown(&rootfs, Some(uid), Some(gid)).map_err(|e| {
+                Status::internal(format!(
+                    "giving {} to the pod's root: {e}",
+                    rootfs.display()
+                ))
+            })?;
+        }
         let info = self.sandbox_info(record);
         let cgroups_path =
             rcrun_cri_spec::container_cgroups_path(&record.cgroup_parent, &record.id);

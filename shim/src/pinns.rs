@@ -1,12 +1,23 @@
-//! Pinning a pod's network, IPC and UTS namespaces by bind-mounting them
-//! under the run dir (the pause-less model of CRI-O's pinns).
+//! Pinning a pod's network, IPC and UTS namespaces (and, for `hostUsers:
+//! false` pods, its user namespace) by bind-mounting them under the run dir
+//! (the pause-less model of CRI-O's pinns).
 //!
 //! `unshare` changes the calling thread's namespaces, which must never happen
 //! on a tokio worker; so the daemon re-executes itself as a short-lived,
 //! single-threaded helper (`rcrun-cri __pin-namespaces ...`, handled in
 //! `main` before any runtime starts) that unshares, configures the fresh
 //! namespaces (hostname, `lo` up, sysctls) and bind-mounts them in place.
+//!
+//! With a user namespace the helper forks, as CRI-O's pinns does: the child
+//! unshares the user namespace, the helper (still in the host's) writes its
+//! mappings, then the child, now root in it, unshares the network, IPC and
+//! UTS namespaces, which the new user namespace therefore owns; containers
+//! that join the user namespace may then join and administer them. The
+//! helper bind-mounts the child's namespaces: only a process with
+//! CAP_SYS_ADMIN over the host's mount namespace can.
 use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -19,6 +30,11 @@ pub const HELPER: &str = "__pin-namespaces";
 /// What the helper is asked to do.
 #[derive(Debug, Default, Clone)]
 pub struct PinRequest {
+    /// A new user namespace, pinned here, with `uid_map`/`gid_map` (one
+    /// `uid_map` line each: `<container id> <host id> <length>`).
+    pub user: Option<PathBuf>,
+    pub uid_map: String,
+    pub gid_map: String,
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
@@ -30,6 +46,7 @@ impl PinRequest {
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec![HELPER.to_string()];
         for (flag, path) in [
+            ("--user", &self.user),
             ("--net", &self.net),
             ("--ipc", &self.ipc),
             ("--uts", &self.uts),
@@ -37,6 +54,12 @@ impl PinRequest {
             if let Some(p) = path {
                 args.push(flag.into());
                 args.push(p.to_string_lossy().into_owned());
+            }
+        }
+        for (flag, map) in [("--uid-map", &self.uid_map), ("--gid-map", &self.gid_map)] {
+            if !map.is_empty() {
+                args.push(flag.into());
+                args.push(map.clone());
             }
         }
         if !self.hostname.is_empty() {
@@ -56,6 +79,9 @@ impl PinRequest {
         while let Some(flag) = it.next() {
             let value = it.next().with_context(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
+                "--user" => req.user = Some(value.into()),
+                "--uid-map" => req.uid_map = value.clone(),
+                "--gid-map" => req.gid_map = value.clone(),
                 "--net" => req.net = Some(value.into()),
                 "--ipc" => req.ipc = Some(value.into()),
                 "--uts" => req.uts = Some(value.into()),
@@ -66,6 +92,12 @@ impl PinRequest {
                 }
                 other => bail!("unknown flag {other}"),
             }
+        }
+        if req.user.is_some() && (req.uid_map.is_empty() || req.gid_map.is_empty()) {
+            bail!("a new user namespace needs --uid-map and --gid-map");
+        }
+        if req.user.is_none() && !(req.uid_map.is_empty() && req.gid_map.is_empty()) {
+            bail!("--uid-map and --gid-map need --user");
         }
         Ok(req)
     }
@@ -117,7 +149,27 @@ pub fn helper_main(args: &[String]) -> ! {
     }
 }
 
+/// The namespaces other than the user namespace, as `(kind, pin path)`.
+fn owned_namespaces(req: &PinRequest) -> Vec<(&'static str, &Path)> {
+    [("net", &req.net), ("ipc", &req.ipc), ("uts", &req.uts)]
+        .into_iter()
+        .filter_map(|(kind, path)| path.as_deref().map(|p| (kind, p)))
+        .collect()
+}
+
 fn pin_here(req: &PinRequest) -> anyhow::Result<()> {
+    match &req.user {
+        None => {
+            unshare_and_configure(req)?;
+            bind_all(req, "self")
+        }
+        Some(_) => pin_in_user_namespace(req),
+    }
+}
+
+/// Unshares the namespaces other than the user namespace and configures
+/// them: hostname, `lo` up, sysctls.
+fn unshare_and_configure(req: &PinRequest) -> anyhow::Result<()> {
     let mut flags = CloneFlags::empty();
     if req.net.is_some() {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -141,11 +193,23 @@ fn pin_here(req: &PinRequest) -> anyhow::Result<()> {
         std::fs::write(&path, value)
             .with_context(|| format!("setting sysctl {key}={value:?} ({})", path.display()))?;
     }
+    Ok(())
+}
+
+/// Bind-mounts the namespaces of `/proc/<proc_dir>` (the user namespace
+/// first); on failure, whatever was pinned is released again.
+fn bind_all(req: &PinRequest, proc_dir: &str) -> anyhow::Result<()> {
+    let mut all: Vec<(&str, &Path)> = req
+        .user
+        .as_deref()
+        .map(|p| ("user", p))
+        .into_iter()
+        .collect();
+    all.extend(owned_namespaces(req));
     let mut pinned: Vec<&Path> = Vec::new();
     let result = (|| {
-        for (kind, target) in [("net", &req.net), ("ipc", &req.ipc), ("uts", &req.uts)] {
-            let Some(target) = target else { continue };
-            bind_ns(kind, target)?;
+        for (kind, target) in &all {
+            bind_ns(&format!("/proc/{proc_dir}/ns/{kind}"), target)?;
             pinned.push(target);
         }
         Ok(())
@@ -158,7 +222,103 @@ fn pin_here(req: &PinRequest) -> anyhow::Result<()> {
     result
 }
 
-fn bind_ns(kind: &str, target: &Path) -> anyhow::Result<()> {
+/// The user-namespace flow (see the module comment). The child reports
+/// each step over a socket: `U` = user namespace unshared, `0` = all set
+/// up, `E<message>` = failed; the helper answers `M` once the mappings are
+/// written. The child waits for the socket to close before it exits, so its
+/// namespaces stay reachable through `/proc/<child>` while they are pinned.
+fn pin_in_user_namespace(req: &PinRequest) -> anyhow::Result<()> {
+    let (mut parent, mut child) = UnixStream::pair().context("socketpair for the userns child")?;
+    // SAFETY: the helper is single-threaded (it runs before any runtime or
+    // thread starts), so the child may run ordinary code after fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error()).context("fork for the user namespace");
+    }
+    if pid == 0 {
+        drop(parent);
+        let code = match userns_child(req, &mut child) {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = child.write_all(format!("E{e:#}").as_bytes());
+                1
+            }
+        };
+        drop(child);
+        // SAFETY: leaves the forked child without running the helper's exit path twice.
+        unsafe { libc::_exit(code) }
+    }
+    drop(child);
+    let result = (|| {
+        expect_step(&mut parent, b'U')?;
+        write_map(pid, "gid_map", &req.gid_map)?;
+        write_map(pid, "uid_map", &req.uid_map)?;
+        parent
+            .write_all(b"M")
+            .context("telling the userns child the mappings are written")?;
+        expect_step(&mut parent, b'0')?;
+        bind_all(req, &pid.to_string())
+    })();
+    drop(parent);
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    result
+}
+
+fn userns_child(req: &PinRequest, sock: &mut UnixStream) -> anyhow::Result<()> {
+    // SAFETY: plain prctl; the child must not outlive a helper that died.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("PR_SET_PDEATHSIG");
+    }
+    unshare(CloneFlags::CLONE_NEWUSER).context("unshare of the user namespace")?;
+    sock.write_all(b"U")?;
+    let mut byte = [0u8; 1];
+    sock.read_exact(&mut byte)
+        .context("waiting for the user namespace mappings")?;
+    if byte[0] != b'M' {
+        bail!("unexpected step {:?} from the helper", byte[0] as char);
+    }
+    // Root of the new namespace, so that what it creates is owned by it.
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .context("setresgid(0) in the user namespace")?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
+        .context("setresuid(0) in the user namespace")?;
+    unshare_and_configure(req)?;
+    sock.write_all(b"0")?;
+    // Wait for the helper to pin our namespaces (it closes its end).
+    let _ = sock.read(&mut byte);
+    Ok(())
+}
+
+/// Reads the child's next step; `E` carries its error message.
+fn expect_step(sock: &mut UnixStream, want: u8) -> anyhow::Result<()> {
+    let mut byte = [0u8; 1];
+    match sock.read(&mut byte) {
+        Ok(1) if byte[0] == want => Ok(()),
+        Ok(1) if byte[0] == b'E' => {
+            let mut message = String::new();
+            let _ = sock.read_to_string(&mut message);
+            bail!("{message}")
+        }
+        Ok(1) => bail!(
+            "unexpected step {:?} from the userns child",
+            byte[0] as char
+        ),
+        Ok(_) => bail!("the userns child exited early"),
+        Err(e) => Err(e).context("reading from the userns child"),
+    }
+}
+
+fn write_map(pid: i32, file: &str, line: &str) -> anyhow::Result<()> {
+    let path = format!("/proc/{pid}/{file}");
+    std::fs::write(&path, format!("{line}\n"))
+        .with_context(|| format!("writing {line:?} to {path}"))
+}
+
+fn bind_ns(source: &str, target: &Path) -> anyhow::Result<()> {
     if let Some(dir) = target.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -168,9 +328,8 @@ fn bind_ns(kind: &str, target: &Path) -> anyhow::Result<()> {
         .truncate(false)
         .open(target)
         .with_context(|| format!("creating {}", target.display()))?;
-    let source = format!("/proc/self/ns/{kind}");
     mount(
-        Some(source.as_str()),
+        Some(source),
         target,
         None::<&str>,
         MsFlags::MS_BIND,
@@ -246,6 +405,9 @@ mod tests {
     #[test]
     fn args_round_trip() {
         let req = PinRequest {
+            user: Some("/run/x/user".into()),
+            uid_map: "0 1000 100000".into(),
+            gid_map: "0 2000 65536".into(),
             net: Some("/run/x/net".into()),
             ipc: None,
             uts: Some("/run/x/uts".into()),
@@ -255,11 +417,32 @@ mod tests {
         let args = req.to_args();
         assert_eq!(args[0], HELPER);
         let back = PinRequest::from_args(&args[1..]).unwrap();
+        assert_eq!(back.user, req.user);
+        assert_eq!(back.uid_map, "0 1000 100000");
+        assert_eq!(back.gid_map, "0 2000 65536");
         assert_eq!(back.net, req.net);
         assert_eq!(back.ipc, None);
         assert_eq!(back.uts, req.uts);
         assert_eq!(back.hostname, "pod-a");
         assert_eq!(back.sysctls, req.sysctls);
+    }
+
+    #[test]
+    fn user_namespace_and_mappings_come_together() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(PinRequest::from_args(&args(&["--user", "/x"])).is_err());
+        assert!(
+            PinRequest::from_args(&args(&["--uid-map", "0 1 1", "--gid-map", "0 1 1"])).is_err()
+        );
+        assert!(PinRequest::from_args(&args(&[
+            "--user",
+            "/x",
+            "--uid-map",
+            "0 1 1",
+            "--gid-map",
+            "0 1 1"
+        ]))
+        .is_ok());
     }
 
     #[test]

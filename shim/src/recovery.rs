@@ -21,9 +21,9 @@ pub async fn recover(daemon: &Arc<Daemon>) {
                 }
             }
             SandboxState::Ready => {
-                let ns_gone = [&sandbox.netns, &sandbox.ipcns, &sandbox.utsns]
-                    .into_iter()
-                    .flatten()
+                let ns_gone = daemon
+                    .pinned_namespaces(&sandbox)
+                    .iter()
                     .any(|ns| !pinns::is_pinned(ns));
                 let infra_gone = sandbox
                     .infra
@@ -182,7 +182,7 @@ async fn remove_orphans(daemon: &Arc<Daemon>) {
         }
         tracing::info!(sandbox = %short, "removing leftovers of an unknown sandbox");
         let dir = run_pod.join(&short);
-        for ns in ["net", "ipc", "uts"] {
+        for ns in ["user", "net", "ipc", "uts"] {
             pinns::unpin(&dir.join("ns").join(ns));
         }
         crate::sandbox_files::unmount_all(&dir.join("shm"));

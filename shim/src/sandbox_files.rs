@@ -66,11 +66,15 @@ pub fn resolv_conf(dns: Option<&cri::DnsConfig>) -> Option<String> {
     Some(out)
 }
 
-/// Writes hostname, hosts and resolv.conf into the pod dir.
+/// Writes hostname, hosts and resolv.conf into the pod dir. `owner` is the
+/// host (uid, gid) of the pod's root when the pod has its own user
+/// namespace: the files are given to it, so that its root may rewrite them
+/// as it could without a user namespace (containerd does the same).
 pub fn write_files(
     files: &SandboxFiles,
     config: &cri::PodSandboxConfig,
     host_network: bool,
+    owner: Option<(u32, u32)>,
 ) -> anyhow::Result<()> {
     let hostname = pod_hostname(config);
     write_volatile(&files.hostname, format!("{hostname}\n").as_bytes())
@@ -89,13 +93,22 @@ pub fn write_files(
     };
     write_volatile(&files.resolv_conf, &resolv)
         .with_context(|| format!("writing {}", files.resolv_conf.display()))?;
+    if let Some((uid, gid)) = owner {
+        for path in [&files.hostname, &files.hosts, &files.resolv_conf] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .with_context(|| format!("giving {} to the pod's root", path.display()))?;
+        }
+    }
     Ok(())
 }
 
-/// Mounts the pod's private /dev/shm tmpfs.
-pub fn mount_shm(path: &Path, size: u64) -> anyhow::Result<()> {
+/// Mounts the pod's private /dev/shm tmpfs; `owner` as for [`write_files`].
+pub fn mount_shm(path: &Path, size: u64, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
-    let data = format!("mode=1777,size={size}");
+    let mut data = format!("mode=1777,size={size}");
+    if let Some((uid, gid)) = owner {
+        data.push_str(&format!(",uid={uid},gid={gid}"));
+    }
     mount(
         Some("shm"),
         path,

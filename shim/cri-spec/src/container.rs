@@ -17,6 +17,7 @@ use crate::process::{host_hostname, process_args, process_cwd, process_env};
 use crate::resources::{container_cgroups_path, hugetlb_available, linux_resources};
 use crate::seccomp::{container_seccomp, profile_from_deprecated_path};
 use crate::user::resolve_user;
+use crate::userns::{container_user_namespace, join_pod_user_namespace};
 
 /// The OCI runtime spec version written into `ociVersion`.
 pub(crate) const OCI_VERSION: &str = "1.0.2-dev";
@@ -137,13 +138,18 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     )?;
 
     let mut linux_spec = Linux::default();
-    linux_spec.set_namespaces(Some(container_namespaces(
+    let mut namespaces = container_namespaces(
         &ns_opts,
         input.sandbox,
         input.target_pid_ns,
         input.cgroup_v2,
         privileged,
-    )?));
+    )?;
+    if let Some(userns) = container_user_namespace(ns_opts.userns_options.as_ref(), input.sandbox)?
+    {
+        join_pod_user_namespace(&mut linux_spec, &mut namespaces, userns);
+    }
+    linux_spec.set_namespaces(Some(namespaces));
     linux_spec.set_resources(Some(oci_resources));
     let cgroups_path = if input.cgroups_path.is_empty() {
         container_cgroups_path(&input.sandbox.cgroup_parent, input.id)
@@ -652,6 +658,123 @@ mod tests {
             .find(|m| m.destination() == Path::new("/sys"))
             .unwrap();
         assert!(sys.options().as_ref().unwrap().contains(&"rw".to_string()));
+    }
+
+    fn userns_sandbox(f: &mut Fixture) -> cri::UserNamespace {
+        let one = crate::userns::IdMapping {
+            container_id: 0,
+            host_id: 1000,
+            length: 100000,
+        };
+        f.sandbox.user_ns = Some(crate::userns::PodUserNamespace {
+            path: "/run/rcrun/pod/sb/ns/user".into(),
+            mappings: crate::userns::PodIdMappings {
+                uids: one,
+                gids: one,
+            },
+        });
+        let map = cri::IdMapping {
+            container_id: 0,
+            host_id: 1000,
+            length: 100000,
+        };
+        cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: vec![map],
+            gids: vec![map],
+        }
+    }
+
+    #[test]
+    fn pod_user_namespace_is_joined_first_with_its_mappings() {
+        let mut f = fixture();
+        let userns = userns_sandbox(&mut f);
+        let mut c = config();
+        sc(&mut c).namespace_options = Some(cri::NamespaceOption {
+            userns_options: Some(userns),
+            ..Default::default()
+        });
+        let spec = build(&f, &c).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        let ns = linux.namespaces().as_ref().unwrap();
+        assert_eq!(
+            ns[0].typ(),
+            LinuxNamespaceType::User,
+            "joined before the rest"
+        );
+        assert_eq!(
+            ns[0].path().as_deref(),
+            Some(Path::new("/run/rcrun/pod/sb/ns/user"))
+        );
+        assert_eq!(
+            ns.iter()
+                .filter(|n| n.typ() == LinuxNamespaceType::User)
+                .count(),
+            1
+        );
+        for maps in [linux.uid_mappings(), linux.gid_mappings()] {
+            let maps = maps.as_ref().unwrap();
+            assert_eq!(maps.len(), 1);
+            assert_eq!(
+                (maps[0].container_id(), maps[0].host_id(), maps[0].size()),
+                (0, 1000, 100000)
+            );
+        }
+        // The network namespace stays the pod's (owned by its user namespace).
+        let net = ns
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::Network)
+            .unwrap();
+        assert_eq!(net.path().as_deref(), Some(Path::new("/run/rcrun/ns/net")));
+        // A container that says nothing follows its pod too.
+        let spec = build(&f, &config()).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(
+            linux.namespaces().as_ref().unwrap()[0].typ(),
+            LinuxNamespaceType::User
+        );
+        assert!(linux.uid_mappings().is_some());
+    }
+
+    #[test]
+    fn node_user_namespace_has_no_user_namespace_nor_mappings() {
+        let f = fixture();
+        let mut c = config();
+        sc(&mut c).namespace_options = Some(cri::NamespaceOption {
+            userns_options: Some(cri::UserNamespace {
+                mode: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let spec = build(&f, &c).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|n| n.typ() != LinuxNamespaceType::User));
+        assert!(linux.uid_mappings().is_none() && linux.gid_mappings().is_none());
+    }
+
+    #[test]
+    fn user_namespace_mismatch_with_the_pod_is_invalid() {
+        let mut f = fixture();
+        let mut userns = userns_sandbox(&mut f);
+        userns.uids[0].host_id = 5000;
+        let mut c = config();
+        sc(&mut c).namespace_options = Some(cri::NamespaceOption {
+            userns_options: Some(userns),
+            ..Default::default()
+        });
+        let e = build(&f, &c).unwrap_err();
+        assert_eq!(e.kind(), crate::SpecErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("userns_options"), "{e}");
+        // POD in a pod without a user namespace.
+        let f = fixture();
+        let e = build(&f, &c).unwrap_err();
+        assert!(e.to_string().contains("node's user namespace"), "{e}");
     }
 
     #[test]

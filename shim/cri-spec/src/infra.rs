@@ -18,6 +18,7 @@ use crate::input::SandboxInfo;
 use crate::mounts::{mount, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 use crate::process::DEFAULT_PATH;
 use crate::seccomp::seccomp_profile_for_caps;
+use crate::userns::join_pod_user_namespace;
 
 /// containerd's oom_score_adj for sandboxes: the last thing the OOM killer picks.
 const INFRA_OOM_SCORE_ADJ: i64 = -998;
@@ -157,13 +158,18 @@ pub fn sandbox_infra_spec(input: &InfraSpecInput) -> Result<Spec, SpecError> {
     if input.cgroup_v2 {
         namespaces.push(ns(LinuxNamespaceType::Cgroup, None));
     }
+    let mut linux = Linux::default();
+    if let Some(userns) = &sb.user_ns {
+        // The infra process owns the pod's PID namespace, which must belong
+        // to the pod's user namespace for the containers that join both.
+        join_pod_user_namespace(&mut linux, &mut namespaces, userns);
+    }
 
     let mut resources = LinuxResources::default();
     let mut cpu = LinuxCpu::default();
     cpu.set_shares(Some(INFRA_CPU_SHARES));
     resources.set_cpu(Some(cpu));
 
-    let mut linux = Linux::default();
     linux.set_namespaces(Some(namespaces));
     linux.set_resources(Some(resources));
     linux.set_cgroups_path(Some(PathBuf::from(input.cgroups_path)));
@@ -251,6 +257,43 @@ mod tests {
             cgroup_v2: false,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn infra_joins_the_pods_user_namespace() {
+        let mut sb = sandbox();
+        assert!(build(&sb, &[], 0)
+            .linux()
+            .as_ref()
+            .unwrap()
+            .uid_mappings()
+            .is_none());
+        let one = crate::userns::IdMapping {
+            container_id: 0,
+            host_id: 200000,
+            length: 65536,
+        };
+        sb.user_ns = Some(crate::userns::PodUserNamespace {
+            path: "/run/rcrun/pod/pod-1/ns/user".into(),
+            mappings: crate::userns::PodIdMappings {
+                uids: one,
+                gids: one,
+            },
+        });
+        let spec = build(&sb, &[], 0);
+        let linux = spec.linux().as_ref().unwrap();
+        let ns = linux.namespaces().as_ref().unwrap();
+        assert_eq!(ns[0].typ(), LinuxNamespaceType::User);
+        assert_eq!(
+            ns[0].path().as_deref(),
+            Some(Path::new("/run/rcrun/pod/pod-1/ns/user"))
+        );
+        assert!(ns
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none()));
+        let uids = linux.uid_mappings().as_ref().unwrap();
+        assert_eq!((uids[0].host_id(), uids[0].size()), (200000, 65536));
+        assert_eq!(linux.gid_mappings().as_ref().unwrap().len(), 1);
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use rcrun_proto::cri;
 
+use crate::userns::PodUserNamespace;
+
 /// How the pod's containers see PIDs (the pod's `NamespaceOption.pid`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum PodPidNamespace {
@@ -41,6 +43,9 @@ pub struct SandboxInfo {
     pub uts_ns: Option<PathBuf>,
     /// The pod's PID namespace mode.
     pub pid_ns: PodPidNamespace,
+    /// The pod's own user namespace (`hostUsers: false`); `None` = the host's.
+    /// The pinned network, IPC and UTS namespaces are owned by it.
+    pub user_ns: Option<PodUserNamespace>,
     /// The pod's hostname (for `hostNetwork` pods: the node's), exported as `HOSTNAME`.
     /// Empty = read the host's.
     pub hostname: String,

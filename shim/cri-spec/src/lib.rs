@@ -20,7 +20,8 @@
 //!   CRI mounts (replacing defaults at the same path) with their propagation,
 //!   `ro`/`rro`;
 //! - linux: the pod's namespaces joined by path (none = the host's), PID per
-//!   NODE/POD/CONTAINER/TARGET, a cgroup namespace on v2; resources and device
+//!   NODE/POD/CONTAINER/TARGET, the pod's user namespace with its mappings
+//!   (`hostUsers: false`), a cgroup namespace on v2; resources and device
 //!   rules; seccomp RuntimeDefault/Unconfined/Localhost (none when privileged
 //!   or unset); masked and read-only paths exactly as sent; the pod's sysctls;
 //!   containerd's `io.kubernetes.cri.*` annotations.
@@ -46,6 +47,7 @@ mod resources;
 mod seccomp;
 mod secure_path;
 mod user;
+mod userns;
 
 pub use annotations::*;
 pub use capabilities::{current_capabilities, default_capabilities, parse_capability};
@@ -58,6 +60,7 @@ pub use input::{
 pub use mounts::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 pub use resources::{container_cgroups_path, linux_resources};
 pub use seccomp::{default_seccomp_profile, seccomp_profile_for_caps};
+pub use userns::{pod_id_mappings, IdMapping, PodIdMappings, PodUserNamespace};
 
 /// The OCI spec types this crate produces (oci-spec 0.8, the version libcontainer speaks).
 pub use oci_spec::runtime as oci;

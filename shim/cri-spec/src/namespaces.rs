@@ -38,7 +38,8 @@ pub(crate) fn host_ipc(opts: &cri::NamespaceOption, sandbox: &SandboxInfo) -> bo
 /// - PID: NODE = host, POD = the pod's infra namespace (a new one when the
 ///   pod shares none), CONTAINER = new,
 ///   TARGET = the target container's (ephemeral containers);
-/// - cgroup: new on cgroup v2 for unprivileged containers (as containerd).
+/// - cgroup: new on cgroup v2 for unprivileged containers (as containerd);
+/// - user: not here, see [`crate::userns`] (the pod's, joined first).
 pub(crate) fn container_namespaces(
     opts: &cri::NamespaceOption,
     sandbox: &SandboxInfo,
@@ -55,15 +56,6 @@ pub(crate) fn container_namespaces(
             "TARGET is only valid for the PID namespace",
         ));
     }
-    if let Some(userns) = &opts.userns_options {
-        if userns.mode != NamespaceMode::Node as i32 {
-            return Err(SpecError::invalid(
-                "namespace_options.userns_options",
-                "user namespaces are not supported",
-            ));
-        }
-    }
-
     let mut out = vec![ns(LinuxNamespaceType::Mount, None)];
     if !host_network(opts, sandbox) {
         out.push(ns(LinuxNamespaceType::Network, sandbox.net_ns.clone()));
@@ -255,19 +247,5 @@ mod tests {
             find(&v, LinuxNamespaceType::Pid).unwrap().path().as_deref(),
             Some(Path::new("/proc/77/ns/pid"))
         );
-    }
-
-    #[test]
-    fn user_namespaces_are_refused() {
-        let mut o = opts(
-            NamespaceMode::Pod,
-            NamespaceMode::Container,
-            NamespaceMode::Pod,
-        );
-        o.userns_options = Some(cri::UserNamespace {
-            mode: NamespaceMode::Pod as i32,
-            ..Default::default()
-        });
-        assert!(container_namespaces(&o, &pinned(), None, false, false).is_err());
     }
 }

@@ -5,6 +5,17 @@
 //! number of layers is not bounded by mount(2)'s one-page option string
 //! (and no chdir is needed, which a multi-threaded daemon must avoid).
 //! Kernels without `lowerdir+` (< 6.8) get mount(2) when the options fit.
+//!
+//! A container in its own user namespace (a pod with `hostUsers: false`)
+//! gets containerd 2.x's "idmapped lowerdirs": every read-only layer is
+//! shown through an idmapped bind mount of it (open_tree + mount_setattr
+//! with the pod's user namespace), so that the layers' root-owned files
+//! belong to the container's root while they stay owned by host root on
+//! disk and shared with every other container. The daemon asks for it by
+//! leaving a link named [`USERNS_LINK`] to the pod's pinned user namespace
+//! in the container's scratch dir (the parent of the upper dir), which it
+//! creates, with the upper and work dirs owned by the container's root,
+//! before it prepares the rootfs.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -16,6 +27,25 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// The name, in the scratch dir, of the link to the user namespace the
+/// image layers are idmapped with.
+pub const USERNS_LINK: &str = "userns";
+/// Where the idmapped layers are mounted (in the scratch dir) until the
+/// overlay holds them.
+const IDMAPPED_DIR: &str = "idmapped-layers";
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
 
 fn cpath(p: &Path) -> std::io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("NUL in path"))
@@ -45,6 +75,112 @@ fn context_log(fd: &OwnedFd) -> String {
 }
 
 pub fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> std::io::Result<()> {
+    let scratch = upper.parent().unwrap_or(Path::new("/"));
+    let userns = scratch.join(USERNS_LINK);
+    if std::fs::symlink_metadata(&userns).is_err() {
+        return mount_overlay_of(lowers, upper, work, target);
+    }
+    // The overlay takes its own reference to each layer, so the idmapped
+    // mounts are released again right after it is created (as containerd).
+    let idmapped = IdmappedLayers::mount(lowers, &userns, &scratch.join(IDMAPPED_DIR))?;
+    mount_overlay_of(&idmapped.paths, upper, work, target)
+}
+
+/// Idmapped bind mounts of the image layers, unmounted and removed on drop.
+struct IdmappedLayers {
+    dir: PathBuf,
+    paths: Vec<PathBuf>,
+}
+
+impl IdmappedLayers {
+    fn mount(lowers: &[PathBuf], userns: &Path, dir: &Path) -> std::io::Result<Self> {
+        let ns = std::fs::File::open(userns).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("opening the user namespace {}: {e}", userns.display()),
+            )
+        })?;
+        let mut layers = IdmappedLayers {
+            dir: dir.to_path_buf(),
+            paths: Vec::with_capacity(lowers.len()),
+        };
+        std::fs::create_dir_all(dir)?;
+        for (i, lower) in lowers.iter().enumerate() {
+            let at = dir.join(i.to_string());
+            std::fs::create_dir_all(&at)?;
+            idmapped_bind(lower, &at, ns.as_raw_fd()).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("idmapped mount of layer {}: {e}", lower.display()),
+                )
+            })?;
+            layers.paths.push(at);
+        }
+        Ok(layers)
+    }
+}
+
+impl Drop for IdmappedLayers {
+    fn drop(&mut self) {
+        for path in &self.paths {
+            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "removing the idmapped layer mounts");
+        }
+    }
+}
+
+/// Mounts `source` at `target` idmapped with the user namespace `userns_fd`:
+/// open_tree(OPEN_TREE_CLONE), mount_setattr(MOUNT_ATTR_IDMAP), move_mount.
+fn idmapped_bind(source: &Path, target: &Path, userns_fd: i32) -> std::io::Result<()> {
+    let source_c = cpath(source)?;
+    let tree = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            source_c.as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+        )
+    })?;
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns_fd as u64,
+    };
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map_err(|e| std::io::Error::new(e.kind(), format!("mount_setattr(MOUNT_ATTR_IDMAP): {e}")))?;
+    let target_c = cpath(target)?;
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target_c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(|_| ())
+}
+
+fn mount_overlay_of(
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,

@@ -64,6 +64,24 @@ fn resolve_log_path(log_directory: &str, log_path: &str) -> RpcResult<Option<Pat
     Ok(Some(Path::new(log_directory).join(rel)))
 }
 
+/// For a container in its pod's user namespace: the writable layer (the
+/// overlay's upper and work dirs) belongs to the container's root, so that
+/// root may write its rootfs, and a link to the pod's user namespace asks
+/// the image store to idmap the read-only layers with it (containerd 2.x's
+/// idmapped lowerdirs; see rcrun-image's rootfs module).
+fn prepare_userns_scratch(scratch: &Path, userns: &Path, owner: (u32, u32)) -> std::io::Result<()> {
+    for name in ["upper", "work"] {
+        let dir = scratch.join(name);
+        std::fs::create_dir_all(&dir)?;
+        std::os::unix::fs::chown(&dir, Some(owner.0), Some(owner.1))?;
+    }
+    let link = scratch.join("userns");
+    match std::os::unix::fs::symlink(userns, &link) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
 fn container_event(
     kind: cri::ContainerEventType,
     sandbox: Option<cri::PodSandboxStatus>,
@@ -273,6 +291,11 @@ impl Daemon {
         for dir in [&rootfs, &scratch] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
+        }
+        if let Some(userns) = self.pod_userns(sandbox) {
+            let owner = crate::server::sandbox::pod_namespaces(&sandbox.config).user_root();
+            prepare_userns_scratch(&scratch, &userns, owner.unwrap_or((0, 0)))
+                .map_err(|e| Status::internal(format!("preparing the writable layer: {e}")))?;
         }
         {
             let daemon = self.clone();

@@ -12,6 +12,26 @@ const POD_CIDR_FILE: &str = "pod-cidr";
 /// kubelet's legacy "version" field.
 const KUBE_RUNTIME_API_VERSION: &str = "0.1.0";
 
+/// Runtimes that join a pod's user namespace by path with its mappings in
+/// the spec, and set up a rootfs inside it (devices bind-mounted, sysfs of
+/// a network namespace the user namespace owns): rcrun, runc and crun.
+fn joins_user_namespaces(runtime: &std::path::Path) -> bool {
+    runtime
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| matches!(n, "rcrun" | "runc" | "crun"))
+}
+
+/// Whether the kernel can create user namespaces here (built with them,
+/// and not limited to none by `user.max_user_namespaces`).
+fn kernel_has_user_namespaces() -> bool {
+    std::path::Path::new("/proc/self/ns/user").exists()
+        && std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|max| max > 0)
+}
+
 impl Daemon {
     pub fn version(&self) -> cri::VersionResponse {
         cri::VersionResponse {
@@ -53,10 +73,15 @@ impl Daemon {
                 "runtimes": self.config.runtimes,
                 "cni": self.config.cni,
                 "cgroupV2": self.cgroup_v2,
+                // Where containers' writable layers live (containerd's
+                // field name: critest checks idmap support of its parent's
+                // filesystem before it runs user-namespaced pods).
+                "stateDir": self.config.state_dir,
                 "streamingAddress": self.streaming.get().map(|s| s.local_addr().to_string()),
             });
             info.insert("config".to_string(), config.to_string());
         }
+        let userns_kernel = kernel_has_user_namespaces();
         let runtime_handlers = self
             .config
             .runtimes
@@ -67,7 +92,7 @@ impl Daemon {
                 let rro = handler.path.file_name().is_some_and(|n| n == "rcrun");
                 let features = Some(cri::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: rro,
-                    user_namespaces: false,
+                    user_namespaces: userns_kernel && joins_user_namespaces(&handler.path),
                 });
                 let mut out = vec![cri::RuntimeHandler {
                     name: name.clone(),

@@ -14,12 +14,58 @@ use crate::pinns::{self, PinRequest};
 use crate::sandbox_files::{self, SandboxFiles};
 use crate::store::{SandboxRecord, SandboxState};
 
+/// The CRI field of a pod's user namespace options, for error messages.
+const USERNS_FIELD: &str = "config.linux.security_context.namespace_options.userns_options";
+
 /// The pod's namespace choices.
 #[derive(Debug, Clone, Copy)]
 pub struct PodNamespaces {
     pub host_network: bool,
     pub host_ipc: bool,
     pub pid: NamespaceMode,
+    /// The mappings of the pod's own user namespace (`hostUsers: false`);
+    /// `None` = the host's. Validated by RunPodSandbox.
+    pub user: Option<rcrun_cri_spec::PodIdMappings>,
+}
+
+impl PodNamespaces {
+    /// The host (uid, gid) of the pod's root, when it has a user namespace.
+    pub fn user_root(&self) -> Option<(u32, u32)> {
+        self.user.map(|m| (m.uids.host_root(), m.gids.host_root()))
+    }
+}
+
+/// Checks the pod's user namespace options (containerd's rules, see
+/// `rcrun_cri_spec::pod_id_mappings`) and that the pod owns the namespaces
+/// its user namespace must own: a user-namespaced pod cannot share the
+/// host's network, IPC or PID namespace (Kubernetes' own rule for
+/// `hostUsers: false`).
+fn validate_user_namespace(
+    config: &cri::PodSandboxConfig,
+    ns: &PodNamespaces,
+) -> RpcResult<Option<rcrun_cri_spec::PodIdMappings>> {
+    let opts = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .and_then(|n| n.userns_options.as_ref());
+    let user = rcrun_cri_spec::pod_id_mappings(opts, USERNS_FIELD)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if user.is_some() {
+        for (shared, what) in [
+            (ns.host_network, "network"),
+            (ns.host_ipc, "IPC"),
+            (ns.pid == NamespaceMode::Node, "PID"),
+        ] {
+            if shared {
+                return Err(Status::invalid_argument(format!(
+                    "invalid {USERNS_FIELD}.mode: a pod with its own user namespace cannot use the host's {what} namespace"
+                )));
+            }
+        }
+    }
+    Ok(user)
 }
 
 pub fn pod_namespaces(config: &cri::PodSandboxConfig) -> PodNamespaces {
@@ -33,6 +79,9 @@ pub fn pod_namespaces(config: &cri::PodSandboxConfig) -> PodNamespaces {
         host_network: opts.network == NamespaceMode::Node as i32,
         host_ipc: opts.ipc == NamespaceMode::Node as i32,
         pid: NamespaceMode::try_from(opts.pid).unwrap_or(NamespaceMode::Container),
+        user: rcrun_cri_spec::pod_id_mappings(opts.userns_options.as_ref(), USERNS_FIELD)
+            .ok()
+            .flatten(),
     }
 }
 
@@ -58,6 +107,28 @@ fn event(
 }
 
 impl Daemon {
+    /// Where the pod's own user namespace is pinned (pods with
+    /// `hostUsers: false` only). Derived from the config, which the record
+    /// keeps, so records of older daemons need no new field.
+    pub fn pod_userns(&self, record: &SandboxRecord) -> Option<PathBuf> {
+        pod_namespaces(&record.config)
+            .user
+            .map(|_| self.pod_dir(&record.id).join("ns").join("user"))
+    }
+
+    /// Every namespace the pod pins: user (if any), network, IPC, UTS.
+    pub fn pinned_namespaces(&self, record: &SandboxRecord) -> Vec<PathBuf> {
+        self.pod_userns(record)
+            .into_iter()
+            .chain(
+                [&record.netns, &record.ipcns, &record.utsns]
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            )
+            .collect()
+    }
+
     pub fn emit_sandbox(&self, kind: cri::ContainerEventType, record: &SandboxRecord) {
         self.emit(event(kind, self.sandbox_status_proto(record)));
     }
@@ -121,6 +192,7 @@ impl Daemon {
                 "a pod's PID namespace cannot be TARGET",
             ));
         }
+        validate_user_namespace(&config, &ns)?;
         let mut sysctls: Vec<(String, String)> = config
             .linux
             .as_ref()
@@ -230,21 +302,25 @@ impl Daemon {
         let dir = self.pod_dir(&record.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
-        sandbox_files::write_files(files, &record.config, ns.host_network)
+        sandbox_files::write_files(files, &record.config, ns.host_network, ns.user_root())
             .map_err(internal_chain)?;
         if !ns.host_ipc {
-            sandbox_files::mount_shm(&files.shm, self.config.shm_size).map_err(internal_chain)?;
+            sandbox_files::mount_shm(&files.shm, self.config.shm_size, ns.user_root())
+                .map_err(internal_chain)?;
             record.shm_mounted = true;
             self.store.put_sandbox(record).map_err(internal_chain)?;
         }
         let pin = PinRequest {
+            user: self.pod_userns(record),
+            uid_map: ns.user.map(|m| m.uids.map_line()).unwrap_or_default(),
+            gid_map: ns.user.map(|m| m.gids.map_line()).unwrap_or_default(),
             net: record.netns.clone(),
             ipc: record.ipcns.clone(),
             uts: record.utsns.clone(),
             hostname: sandbox_files::pod_hostname(&record.config),
             sysctls,
         };
-        if pin.net.is_some() || pin.ipc.is_some() || pin.uts.is_some() {
+        if pin.user.is_some() || pin.net.is_some() || pin.ipc.is_some() || pin.uts.is_some() {
             tokio::task::spawn_blocking(move || pinns::pin(&pin))
                 .await
                 .map_err(super::internal)?
@@ -342,11 +418,8 @@ impl Daemon {
                 }
             }
         }
-        for ns in [&record.netns, &record.ipcns, &record.utsns]
-            .into_iter()
-            .flatten()
-        {
-            pinns::unpin(ns);
+        for ns in self.pinned_namespaces(record) {
+            pinns::unpin(&ns);
         }
         if record.shm_mounted || record.shm.starts_with(self.pod_dir(&record.id)) {
             sandbox_files::unmount_all(&record.shm);
@@ -462,7 +535,14 @@ impl Daemon {
                 NamespaceMode::Pod
             } as i32,
             target_id: String::new(),
-            userns_options: None,
+            // As containerd: the options the pod was created with.
+            userns_options: record
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.as_ref())
+                .and_then(|n| n.userns_options.clone()),
         };
         cri::PodSandboxStatus {
             id: record.id.clone(),
@@ -505,6 +585,7 @@ impl Daemon {
                 "netns": record.netns,
                 "ipcns": record.ipcns,
                 "utsns": record.utsns,
+                "userns": self.pod_userns(&record),
                 "shm": record.shm,
                 "cgroupParent": record.cgroup_parent,
                 "cniResult": record.cni_result,
@@ -579,6 +660,10 @@ impl Daemon {
             ipc_ns: record.ipcns.clone(),
             uts_ns: record.utsns.clone(),
             pid_ns,
+            user_ns: ns
+                .user
+                .zip(self.pod_userns(record))
+                .map(|(mappings, path)| rcrun_cri_spec::PodUserNamespace { path, mappings }),
             hostname: sandbox_files::pod_hostname(&record.config),
             hostname_file: Some(files.hostname),
             hosts_file: Some(files.hosts),
