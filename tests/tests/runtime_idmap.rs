@@ -513,3 +513,32 @@ fn podman_idmap_volume_runs_with_rcrun() {
     assert_eq!(stdout, "0:0\nmade\n");
     assert_eq!(owner(&vol.path().join("made-inside")), (0, 0));
 }
+
+#[test]
+fn an_idmapped_mount_that_fails_in_the_hook_leaves_nothing_behind() {
+    // The container's root may not make a mount point in a rootfs it does
+    // not own: the hook fails after the namespaces and the cgroup exist.
+    let r = Rcrun::new();
+    let src = source_dir(0);
+    let dest = format!("/{}", rcrun_tests::bundle::unique_id("idmap-nowhere"));
+    let b = sh("true").edit(|spec| {
+        in_user_namespace(spec);
+        add_mount(
+            spec,
+            json!({"destination": dest, "type": "bind", "source": src.path(),
+                   "options": ["bind", "idmap"]}),
+        );
+    });
+    let id = r.tracked_id("idmapfail");
+    let out = r.run(&["create", "-b", b.path().to_str().unwrap(), &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("mounts[6]") && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
+    assert!(!rcrun_tests::fixtures::busybox_rootfs()
+        .join(&dest[1..])
+        .exists());
+}
