@@ -371,3 +371,68 @@ async fn mirror_below_a_path_prefix_serves_the_original_name() {
         tokens.requests()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_for_another_server_are_not_sent_to_a_mirror() {
+    // As containerd's ParseAuth: an AuthConfig with a server_address belongs
+    // to that registry; a mirror on another host is asked anonymously.
+    let tokens = TokenServer::start(USER, PASSWORD);
+    let registry = Registry::start_with_token_auth(&tokens.registry_auth(), &["busybox"]);
+    let image = rcrun_tests::fixtures::image("busybox");
+    let proxy = PrefixProxy::start(registry.addr(), "/mirror");
+    let mut d = Daemon::start(DaemonOptions {
+        registry_mirrors: vec![("registry.example.test".into(), vec![proxy.url()])],
+        ..Default::default()
+    })
+    .await;
+    let reference = format!(
+        "registry.example.test/{}:{}",
+        image.repository, image.tags[0]
+    );
+    let for_server = |server: &str| {
+        Some(cri::AuthConfig {
+            username: USER.into(),
+            password: PASSWORD.into(),
+            server_address: server.into(),
+            ..Default::default()
+        })
+    };
+
+    let refused = pull(
+        &mut d,
+        &reference,
+        for_server("https://registry.example.test/v1/"),
+    )
+    .await;
+    assert_unauthenticated(refused, "credentials of the origin at its mirror");
+    assert!(
+        tokens.requests().iter().all(|r| r.account != USER),
+        "the mirror was given the origin's credentials: {:?}",
+        tokens.requests()
+    );
+
+    // The same credentials, addressed to the mirror's host, are used there.
+    let mirror_host = registry_host(&proxy.url());
+    let id = pull(&mut d, &reference, for_server(&mirror_host))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", registry.log()));
+    assert_eq!(id, image.config_digest);
+    assert!(tokens
+        .requests()
+        .iter()
+        .any(|r| r.account == USER && r.granted));
+
+    // An address that names no host is refused before anything is fetched.
+    let bad = pull(&mut d, &reference, for_server("https:///v1/")).await;
+    assert_eq!(
+        bad.as_ref().map_err(|s| s.code()).unwrap_err(),
+        tonic::Code::InvalidArgument,
+        "{bad:?}"
+    );
+}
+
+/// `host:port` of an `http://host:port/path` URL.
+fn registry_host(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    rest.split('/').next().unwrap().to_string()
+}

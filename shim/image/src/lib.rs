@@ -53,6 +53,9 @@ pub enum ImageError {
     Unauthorized { reference: String, message: String },
     #[error("image {0:?} is in use by a container")]
     InUse(String),
+    /// The pull's `AuthConfig` cannot be read.
+    #[error("invalid auth config: {0}")]
+    InvalidAuth(String),
     #[error("{0}")]
     Other(String),
 }
@@ -88,6 +91,10 @@ pub struct PullAuth {
     pub identity_token: String,
     /// A bearer token sent as it is.
     pub registry_token: String,
+    /// The registry the credentials are for (`host[:port]`, optionally with
+    /// a scheme and path, as kubelet sends it). When set, they go only to
+    /// that host: a mirror elsewhere is asked anonymously.
+    pub server_address: String,
 }
 
 /// What the daemon needs from an image's config.

@@ -9,7 +9,7 @@ use crate::ingest::{ingest, ChannelReader, IngestJob};
 use crate::manifest::{self, Parsed};
 use crate::metadata::{ImageMeta, LayerMeta};
 use crate::reference::ImageName;
-use crate::registry::{self, Credentials, Remote, TagOrDigest};
+use crate::registry::{self, PullCredentials, Remote, TagOrDigest};
 use crate::store::Inner;
 use crate::{ImageError, ImageRecord, ProgressFn, PullProgress};
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub async fn pull(
     inner: Arc<Inner>,
     name: ImageName,
-    credentials: Credentials,
+    credentials: PullCredentials,
     progress: Option<ProgressFn>,
 ) -> Result<ImageRecord, ImageError> {
     let what = match (&name.digest, &name.tag) {
@@ -31,9 +31,9 @@ pub async fn pull(
     let mut resolved = None;
     for endpoint in registry::endpoints(&inner.registries, &name.domain) {
         let shown = endpoint.to_string();
+        let presented = credentials.for_host(&endpoint.host);
         let resolving = async {
-            let remote =
-                Remote::connect(endpoint, &name, &credentials, inner.tuning.clone()).await?;
+            let remote = Remote::connect(endpoint, &name, &presented, inner.tuning.clone()).await?;
             let (bytes, digest) = remote.manifest(&what).await?;
             Ok::<_, ImageError>((remote, bytes, digest))
         };
@@ -321,6 +321,6 @@ pub async fn unpack_stored(
 
 /// Names a caller pulling `name` shares work under (different credentials
 /// never share a pull).
-pub fn flight_key(name: &ImageName, credentials: &Credentials) -> String {
+pub fn flight_key(name: &ImageName, credentials: &PullCredentials) -> String {
     format!("{name}\0{}", credentials.fingerprint())
 }

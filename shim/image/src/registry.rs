@@ -164,6 +164,61 @@ pub fn endpoints(config: &RegistryConfig, domain: &str) -> Vec<Endpoint> {
     out
 }
 
+/// The credentials of one pull and the host they belong to.
+#[derive(Clone)]
+pub struct PullCredentials {
+    pub secret: Credentials,
+    /// host[:port] from the CRI `server_address`; `None`: every endpoint.
+    pub server: Option<String>,
+}
+
+impl PullCredentials {
+    /// What to present to `host`. Like containerd's `ParseAuth`, credentials
+    /// for another registry are never sent (a mirror on another host gets an
+    /// anonymous request instead of someone else's password).
+    pub fn for_host(&self, host: &str) -> Credentials {
+        match &self.server {
+            Some(server) if !same_registry(server, host) => {
+                Credentials::Registry(RegistryAuth::Anonymous)
+            }
+            _ => self.secret.clone(),
+        }
+    }
+
+    /// A digest of the secret and its host: pulls with different
+    /// credentials never share work.
+    pub fn fingerprint(&self) -> Digest {
+        let server = self.server.as_deref().unwrap_or("");
+        Digest::of(format!("{server}\0{}", self.secret.fingerprint()).as_bytes())
+    }
+}
+
+/// Docker Hub answers under several names; everything else compares as is.
+fn same_registry(a: &str, b: &str) -> bool {
+    let hub = |h: &str| matches!(h, "docker.io" | "index.docker.io" | "registry-1.docker.io");
+    a == b || (hub(a) && hub(b))
+}
+
+/// The `host[:port]` of a CRI `server_address` (`https://host:port/v1/`,
+/// `host`, ...); `None` when it is empty.
+fn server_host(address: &str) -> Result<Option<String>, ImageError> {
+    let address = address.trim();
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let rest = address
+        .strip_prefix("https://")
+        .or_else(|| address.strip_prefix("http://"))
+        .unwrap_or(address);
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains(['@', '?', '#', ' ']) {
+        return Err(ImageError::InvalidAuth(format!(
+            "server_address {address:?} names no registry host"
+        )));
+    }
+    Ok(Some(host.to_ascii_lowercase()))
+}
+
 /// Credentials of one pull, from the CRI `AuthConfig`.
 #[derive(Clone)]
 pub enum Credentials {
@@ -189,14 +244,19 @@ impl Credentials {
 
 /// Reads the CRI credentials; the first of registry token, username and
 /// password, `auth` and identity token that is set wins.
-pub fn credentials(auth: Option<&PullAuth>) -> Result<Credentials, ImageError> {
+pub fn credentials(auth: Option<&PullAuth>) -> Result<PullCredentials, ImageError> {
     let registry = registry_auth(auth)?;
-    match auth.map(|a| a.identity_token.as_str()) {
+    let secret = match auth.map(|a| a.identity_token.as_str()) {
         Some(token) if !token.is_empty() && matches!(registry, RegistryAuth::Anonymous) => {
-            Ok(Credentials::IdentityToken(token.to_string()))
+            Credentials::IdentityToken(token.to_string())
         }
-        _ => Ok(Credentials::Registry(registry)),
-    }
+        _ => Credentials::Registry(registry),
+    };
+    let server = match auth {
+        Some(a) => server_host(&a.server_address)?,
+        None => None,
+    };
+    Ok(PullCredentials { secret, server })
 }
 
 fn registry_auth(auth: Option<&PullAuth>) -> Result<RegistryAuth, ImageError> {
@@ -219,8 +279,8 @@ fn registry_auth(auth: Option<&PullAuth>) -> Result<RegistryAuth, ImageError> {
                     .map(|(u, p)| (u.to_string(), p.to_string()))
             })
             .ok_or_else(|| {
-                ImageError::Other(
-                    "auth: the \"auth\" field is not base64(\"user:password\")".into(),
+                ImageError::InvalidAuth(
+                    "the \"auth\" field is not base64(\"user:password\")".into(),
                 )
             })?;
         return Ok(RegistryAuth::Basic(decoded.0, decoded.1));
@@ -794,7 +854,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            matches!(credentials(Some(&identity)).unwrap(), Credentials::IdentityToken(t) if t == "refresh")
+            matches!(credentials(Some(&identity)).unwrap().secret, Credentials::IdentityToken(t) if t == "refresh")
         );
         let both = PullAuth {
             username: "u".into(),
@@ -803,16 +863,46 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            credentials(Some(&both)).unwrap(),
+            credentials(Some(&both)).unwrap().secret,
             Credentials::Registry(RegistryAuth::Basic(..))
         ));
         assert!(matches!(
-            credentials(None).unwrap(),
+            credentials(None).unwrap().secret,
             Credentials::Registry(RegistryAuth::Anonymous)
         ));
         assert_ne!(
             credentials(Some(&identity)).unwrap().fingerprint(),
             credentials(None).unwrap().fingerprint()
         );
+    }
+
+    #[test]
+    fn credentials_go_only_to_their_server_address() {
+        let basic = |server: &str| PullAuth {
+            username: "u".into(),
+            password: "p".into(),
+            server_address: server.into(),
+            ..Default::default()
+        };
+        let is_basic = |c: Credentials| matches!(c, Credentials::Registry(RegistryAuth::Basic(..)));
+        // No server address: every endpoint, as before.
+        let any = credentials(Some(&basic(""))).unwrap();
+        assert!(is_basic(any.for_host("mirror.example:5000")));
+        // kubelet's forms of an address: scheme, port, path.
+        let own = credentials(Some(&basic("https://Registry.Example:5000/v1/"))).unwrap();
+        assert_eq!(own.server.as_deref(), Some("registry.example:5000"));
+        assert!(is_basic(own.for_host("registry.example:5000")));
+        assert!(!is_basic(own.for_host("mirror.example:5000")));
+        assert!(!is_basic(own.for_host("registry.example")));
+        // Docker Hub's names are one registry.
+        let hub = credentials(Some(&basic("https://index.docker.io/v1/"))).unwrap();
+        assert!(is_basic(hub.for_host("docker.io")));
+        assert!(is_basic(hub.for_host("registry-1.docker.io")));
+        // The host is part of what pulls share work under.
+        assert_ne!(any.fingerprint(), own.fingerprint());
+        for bad in ["https://", "user@host", "/v1/"] {
+            let e = credentials(Some(&basic(bad))).err().expect(bad);
+            assert!(matches!(e, ImageError::InvalidAuth(_)), "{bad}: {e}");
+        }
     }
 }

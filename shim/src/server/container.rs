@@ -34,7 +34,7 @@ pub fn image_error_status(e: rcrun_image::ImageError) -> Status {
     match e {
         E::NotFound(_) => Status::not_found(e.to_string()),
         E::Unauthorized { .. } => Status::unauthenticated(e.to_string()),
-        E::InvalidReference { .. } => Status::invalid_argument(e.to_string()),
+        E::InvalidReference { .. } | E::InvalidAuth(_) => Status::invalid_argument(e.to_string()),
         E::InUse(_) => Status::failed_precondition(e.to_string()),
         E::Other(_) => Status::internal(e.to_string()),
     }

@@ -101,6 +101,7 @@ impl Daemon {
             auth: a.auth,
             identity_token: a.identity_token,
             registry_token: a.registry_token,
+            server_address: a.server_address,
         });
         let record = self
             .images
