@@ -11,24 +11,27 @@
 # /sys/fs/cgroup/unified; the host's mounts are never changed.
 #
 # Usage: bench/runtime.sh [iterations]   (default 30)
-#   env RCRUN=path (default target/release/rcrun), RUNC, CRUN, RCRUN_FIXTURES
+#   env RCRUN=path (default target/release/rcrun), RUNC, CRUN, RCRUN_FIXTURES;
+#   RCRUN_BASE=path adds another rcrun build (column "base", ratio rcrun/base)
+#   to the same interleaved rounds, to measure a change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-30}"
 RCRUN="${RCRUN:-$PWD/target/release/rcrun}"
 RUNC="${RUNC:-$(command -v runc || echo /usr/sbin/runc)}"
 CRUN="${CRUN:-$(command -v crun || echo /usr/bin/crun)}"
+BASE="${RCRUN_BASE:-}"
 FIXTURES="${RCRUN_FIXTURES:-$PWD/.fixtures}"
 
 if [ -z "${RCRUN_BENCH_INSIDE:-}" ]; then
   [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-  for rt in "$RCRUN" "$RUNC" "$CRUN"; do
+  for rt in "$RCRUN" "$RUNC" "$CRUN" ${BASE:+"$BASE"}; do
     [ -x "$rt" ] || { echo "$rt is missing (cargo build --release -p rcrun; apt-get install runc crun)" >&2; exit 1; }
   done
   [ -x /usr/bin/time ] || { echo "/usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
   [ -x "$FIXTURES/rootfs/busybox/bin/busybox" ] || {
     echo "no busybox rootfs in $FIXTURES: cargo run -p rcrun-fixtures -- build" >&2; exit 1; }
-  export RCRUN RUNC CRUN FIXTURES RCRUN_BENCH_INSIDE=1
+  export RCRUN RUNC CRUN BASE FIXTURES RCRUN_BENCH_INSIDE=1
   exec unshare --mount --propagation private "$0" "$N"
 fi
 
@@ -39,7 +42,7 @@ fi
 
 work="$(mktemp -d /tmp/rcrun-runtime-bench.XXXXXX)"
 cleanup() {
-  for name in rcrun runc crun; do
+  for name in "${runtimes[@]}"; do
     rt="$(runtime_path "$name")"
     for id in $("$rt" --root "$work/state-$name" list -q 2>/dev/null || true); do
       "$rt" --root "$work/state-$name" delete --force "$id" >/dev/null 2>&1 || true
@@ -48,8 +51,10 @@ cleanup() {
   rm -rf "$work"
 }
 runtime_path() {
-  case "$1" in rcrun) echo "$RCRUN" ;; runc) echo "$RUNC" ;; crun) echo "$CRUN" ;; esac
+  case "$1" in rcrun) echo "$RCRUN" ;; runc) echo "$RUNC" ;; crun) echo "$CRUN" ;; base) echo "$BASE" ;; esac
 }
+runtimes=(rcrun runc crun)
+[ -n "$BASE" ] && runtimes+=(base)
 trap cleanup EXIT
 
 bundle="$work/bundle"
@@ -117,7 +122,6 @@ median() { # file -> median of its numbers
   sort -n "$1" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-runtimes=(rcrun runc crun)
 # Warm-up: page cache, binaries, cgroup hierarchy.
 for name in "${runtimes[@]}"; do one_round "$name" warm; done
 rm -f "$work"/*.run "$work"/*.create "$work"/*.start "$work"/*.delete "$work"/*.cycle
@@ -133,12 +137,22 @@ mib() { awk -v kib="$1" 'BEGIN { printf "%.1f", kib / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 echo "busybox true, $N interleaved rounds, medians ($(nproc) CPUs, $(uname -r))"
-printf '%-22s %10s %10s %10s %12s %12s\n' "" rcrun runc crun rcrun/runc rcrun/crun
+extra_head=() extra_fmt=""
+if [ -n "$BASE" ]; then extra_head=(base rcrun/base); extra_fmt=" %10s %12s"; fi
+# shellcheck disable=SC2059
+printf "%-22s %10s %10s %10s %12s %12s$extra_fmt\n" "" rcrun runc crun rcrun/runc rcrun/crun "${extra_head[@]}"
+row() { # label, a b c [d] already converted, ratios from raw values
+  local label="$1"; shift
+  # shellcheck disable=SC2059
+  printf "%-22s %10s %10s %10s %12s %12s$extra_fmt\n" "$label" "$@"
+}
 for step in run create start delete cycle; do
   a="$(median "$work/rcrun.$step")"; b="$(median "$work/runc.$step")"; c="$(median "$work/crun.$step")"
-  printf '%-22s %10s %10s %10s %12s %12s\n' "$step (ms)" "$(ms "$a")" "$(ms "$b")" "$(ms "$c")" \
-    "$(ratio "$a" "$b")" "$(ratio "$a" "$c")"
+  extra=()
+  if [ -n "$BASE" ]; then d="$(median "$work/base.$step")"; extra=("$(ms "$d")" "$(ratio "$a" "$d")"); fi
+  row "$step (ms)" "$(ms "$a")" "$(ms "$b")" "$(ms "$c")" "$(ratio "$a" "$b")" "$(ratio "$a" "$c")" "${extra[@]}"
 done
 a="$(median "$work/rcrun.rss")"; b="$(median "$work/runc.rss")"; c="$(median "$work/crun.rss")"
-printf '%-22s %10s %10s %10s %12s %12s\n' "peak RSS run (MiB)" "$(mib "$a")" "$(mib "$b")" "$(mib "$c")" \
-  "$(ratio "$a" "$b")" "$(ratio "$a" "$c")"
+extra=()
+if [ -n "$BASE" ]; then d="$(median "$work/base.rss")"; extra=("$(mib "$d")" "$(ratio "$a" "$d")"); fi
+row "peak RSS run (MiB)" "$(mib "$a")" "$(mib "$b")" "$(mib "$c")" "$(ratio "$a" "$b")" "$(ratio "$a" "$c")" "${extra[@]}"

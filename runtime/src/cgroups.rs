@@ -1,15 +1,18 @@
 //! The container's cgroup: the manager for the host's hierarchy (v1 or v2,
 //! whatever the host has), stats in runc's `events` format, and resource
 //! updates in runc's `update` format.
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use libcgroups::common::{
     create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager,
-    CgroupSetup,
+    CgroupSetup, FreezerState,
 };
 use libcgroups::stats::{BlkioDeviceStat, MemoryData, Stats};
 use libcontainer::oci_spec::runtime::LinuxResources;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::{json, Map, Value};
 
 const ROOT: &str = "/sys/fs/cgroup";
@@ -23,6 +26,246 @@ pub fn manager(path: &Path, id: &str) -> Result<AnyCgroupManager> {
         container_name: id.to_string(),
     })
     .with_context(|| format!("cgroup {}", path.display()))
+}
+
+/// The v1 controllers rcrun's runtime library manages (a container's cgroup
+/// exists under each of them that the host mounts).
+const V1_CONTROLLERS: [&str; 12] = [
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// A container's cgroup, opened for tearing it down.
+///
+/// On v1, building the library's manager reads `/proc/self/mountinfo` once
+/// per controller (and re-verifies /proc each time); a teardown only needs the
+/// directories, so they come from one read of mountinfo here. v2 has a
+/// single directory and its manager costs nothing to build.
+pub enum Teardown {
+    V1 {
+        /// The cgroup's directory in each mounted controller's hierarchy
+        /// (co-mounted controllers share one).
+        dirs: Vec<PathBuf>,
+        freezer: Option<PathBuf>,
+    },
+    V2(AnyCgroupManager),
+}
+
+impl Teardown {
+    pub fn open(path: &Path, id: &str) -> Result<Teardown> {
+        if is_unified() {
+            return Ok(Teardown::V2(manager(path, id)?));
+        }
+        let rel = relative(path)?;
+        let mountinfo = read_mountinfo().context("read /proc/self/mountinfo")?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut freezer = None;
+        for (mount_point, controllers) in v1_mounts(&mountinfo) {
+            let dir = mount_point.join(&rel);
+            if controllers.contains(&"freezer") {
+                freezer = Some(dir.clone());
+            }
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        Ok(Teardown::V1 { dirs, freezer })
+    }
+
+    /// Thaws a frozen cgroup: frozen tasks do not die until thawed.
+    pub fn thaw(&self) {
+        match self {
+            Teardown::V1 {
+                freezer: Some(dir), ..
+            } => {
+                let state = dir.join("freezer.state");
+                if std::fs::read_to_string(&state).is_ok_and(|s| s.trim() != "THAWED") {
+                    let _ = std::fs::write(&state, "THAWED");
+                }
+            }
+            Teardown::V1 { freezer: None, .. } => {}
+            Teardown::V2(m) => {
+                let _ = m.freeze(FreezerState::Thawed);
+            }
+        }
+    }
+
+    /// Sends SIGKILL to every process in the cgroup and its descendants.
+    pub fn kill_all(&self) {
+        match self {
+            Teardown::V1 { dirs, .. } => {
+                let mut seen = Vec::new();
+                for dir in dirs {
+                    for pid in procs_below(dir) {
+                        if !seen.contains(&pid) {
+                            seen.push(pid);
+                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                        }
+                    }
+                }
+            }
+            Teardown::V2(m) => {
+                if let Ok(pids) = m.get_all_pids() {
+                    for p in pids {
+                        let _ = kill(p, Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes the cgroup (sub-cgroups first), killing what is still in it;
+    /// a cgroup that does not exist is not an error.
+    pub fn remove(&self) -> Result<()> {
+        match self {
+            Teardown::V1 { dirs, .. } => {
+                for dir in dirs {
+                    remove_tree(dir)?;
+                }
+                Ok(())
+            }
+            Teardown::V2(m) => m.remove().context("remove cgroup"),
+        }
+    }
+}
+
+/// Our mountinfo, from a file that is verified to live on a real procfs
+/// (what a /proc overmounted by something else could not pass).
+fn read_mountinfo() -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open("/proc/self/mountinfo")?;
+    let fs = nix::sys::statfs::fstatfs(&f)?;
+    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        bail!("/proc is not a procfs");
+    }
+    let mut s = String::new();
+    f.read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// A cgroups path as a path relative to a hierarchy's root; `..` is refused
+/// so that no path reaches outside the hierarchy.
+fn relative(path: &Path) -> Result<PathBuf> {
+    let mut rel = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                bail!("cgroups path {} must not contain \"..\"", path.display())
+            }
+        }
+    }
+    Ok(rel)
+}
+
+/// Mount points of the v1 hierarchies that hold one of [`V1_CONTROLLERS`],
+/// with the controllers of each (from the super options of mountinfo lines:
+/// `... - cgroup cgroup rw,cpu,cpuacct`).
+fn v1_mounts(mountinfo: &str) -> Vec<(PathBuf, Vec<&str>)> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((before, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut post = after.split_whitespace();
+        if post.next() != Some("cgroup") {
+            continue;
+        }
+        let Some(mount_point) = before.split_whitespace().nth(4) else {
+            continue;
+        };
+        let controllers: Vec<&str> = post
+            .nth(1)
+            .unwrap_or_default()
+            .split(',')
+            .filter(|o| V1_CONTROLLERS.contains(o))
+            .collect();
+        if !controllers.is_empty() {
+            out.push((PathBuf::from(unescape_mount_path(mount_point)), controllers));
+        }
+    }
+    out
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` (octal).
+fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// PIDs in a v1 cgroup directory and all its sub-cgroups.
+fn procs_below(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for sub in subdirs(dir) {
+        pids.extend(procs_below(&sub));
+    }
+    pids
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes a v1 cgroup directory, its sub-cgroups first. Tasks that were
+/// just killed may linger for a moment: each rmdir is retried with a short
+/// back-off (10, 10, 20, 60 ms) and what is still inside is killed again.
+fn remove_tree(dir: &Path) -> Result<()> {
+    for sub in subdirs(dir) {
+        remove_tree(&sub)?;
+    }
+    let mut delay = Duration::from_millis(10);
+    for attempt in 1..=5u32 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if attempt == 5 => {
+                return Err(e).with_context(|| format!("remove cgroup {}", dir.display()))
+            }
+            Err(_) => {}
+        }
+        for pid in procs_below(dir) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(delay);
+        delay = (delay * attempt).min(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Whether the host runs the unified (v2-only) hierarchy.
@@ -263,6 +506,37 @@ mod tests {
         assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
         assert_eq!(parse_bytes("-1").unwrap(), -1);
         assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn v1_mounts_from_mountinfo() {
+        let mi = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+37 31 0:34 / /sys/fs/cgroup/my\\040freezer rw,relatime - cgroup cgroup rw,freezer
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        let m = v1_mounts(mi);
+        assert_eq!(
+            m,
+            vec![
+                (
+                    PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"),
+                    vec!["cpu", "cpuacct"]
+                ),
+                (PathBuf::from("/sys/fs/cgroup/my freezer"), vec!["freezer"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn cgroups_paths_stay_inside_the_hierarchy() {
+        assert_eq!(
+            relative(Path::new("/rcrun/a")).unwrap(),
+            PathBuf::from("rcrun/a")
+        );
+        assert_eq!(relative(Path::new("x/./y")).unwrap(), PathBuf::from("x/y"));
+        assert!(relative(Path::new("/rcrun/../../etc")).is_err());
     }
 
     #[test]

@@ -117,6 +117,20 @@ impl Meta {
         serde_json::from_slice(&data).ok()
     }
 
+    /// Writes the first record of a container whose directory rcrun has
+    /// just created (readers treat a missing or partial record as absent).
+    pub fn save_new(&self, root: &Root, id: &str) -> Result<()> {
+        use std::io::Write;
+        let data = serde_json::to_vec(self)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(root.bundle_dir(id).join(META_FILE))
+            .and_then(|mut f| f.write_all(&data))
+            .context("write container record")
+    }
+
+    /// Replaces the record atomically.
     pub fn save(&self, root: &Root, id: &str) -> Result<()> {
         let data = serde_json::to_vec(self)?;
         crate::fsutil::write_atomic(&root.bundle_dir(id).join(META_FILE), &data)

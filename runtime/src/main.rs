@@ -12,6 +12,9 @@ use rcrun::container::Root;
 use rcrun::logging::{self, Format, Sink};
 
 fn main() -> ExitCode {
+    if let Some(code) = container_setup_hook() {
+        return code;
+    }
     let cli = Cli::parse();
     let Some(format) = Format::parse(&cli.global.log_format) else {
         eprintln!("unknown log-format {:?}", cli.global.log_format);
@@ -39,6 +42,26 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The set-up hook rcrun installs runs as `rcrun container-setup PLAN` in
+/// every new container: it skips building the whole command line.
+fn container_setup_hook() -> Option<ExitCode> {
+    let mut args = std::env::args_os().skip(1);
+    let (Some(cmd), Some(plan), None) = (args.next(), args.next(), args.next()) else {
+        return None;
+    };
+    if cmd != rcrun::container_setup::SUBCOMMAND {
+        return None;
+    }
+    let plan = plan.into_string().ok()?;
+    Some(match rcrun::container_setup::run(&plan) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", rcrun::anyhow_text(&e));
+            ExitCode::from(1)
+        }
+    })
 }
 
 fn dispatch(cli: &Cli) -> Result<i32> {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::{Hooks, Spec};
 use libcontainer::syscall::syscall::SyscallType;
 
 use crate::cli::CreateOpts;
@@ -53,6 +54,16 @@ impl Stdio {
     }
 }
 
+/// Writes a file that must not exist yet.
+fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?
+        .write_all(data)
+}
+
 fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
@@ -63,20 +74,62 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
+/// A bundle's spec, read once: `run` looks at it before creating.
+pub struct Loaded {
+    bundle: PathBuf,
+    spec: Spec,
+}
+
+impl Loaded {
+    /// Checks the ID and the options, then reads `<bundle>/config.json`.
+    pub fn read(opts: &CreateOpts) -> Result<Loaded> {
+        container::validate_id(&opts.id)?;
+        if opts.pidfd_socket.is_some() {
+            bail!("--pidfd-socket is not supported");
+        }
+        let bundle = absolute(opts.bundle.as_deref().unwrap_or(Path::new(".")));
+        let spec = spec::load(&bundle)?;
+        Ok(Loaded { bundle, spec })
+    }
+
+    pub fn wants_terminal(&self) -> bool {
+        self.spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false)
+    }
+}
+
+/// A container that was just created.
+pub struct Created {
+    pub container: Container,
+    pub meta: Meta,
+    /// The hooks of the effective spec (poststart and poststop run from
+    /// rcrun itself).
+    pub hooks: Option<Hooks>,
+}
+
 /// Creates the container; on any failure removes everything it made.
 pub fn create(
     root: &Root,
     opts: &CreateOpts,
     stdio: Stdio,
     console_socket: Option<PathBuf>,
-) -> Result<(Container, Meta)> {
+) -> Result<Created> {
+    create_loaded(root, opts, Loaded::read(opts)?, stdio, console_socket)
+}
+
+/// [`create`] with the bundle already read.
+pub fn create_loaded(
+    root: &Root,
+    opts: &CreateOpts,
+    loaded: Loaded,
+    stdio: Stdio,
+    console_socket: Option<PathBuf>,
+) -> Result<Created> {
     let id = opts.id.as_str();
-    container::validate_id(id)?;
-    if opts.pidfd_socket.is_some() {
-        bail!("--pidfd-socket is not supported");
-    }
-    let bundle = absolute(opts.bundle.as_deref().unwrap_or(Path::new(".")));
-    let mut spec = spec::load(&bundle)?;
+    let Loaded { bundle, mut spec } = loaded;
     spec::validate(&spec, &bundle)?;
     let terminal = spec
         .process()
@@ -131,8 +184,14 @@ pub fn create(
             let exe = std::env::current_exe().context("locate the rcrun binary")?;
             container_setup::install_hook(&mut spec, &exe, &setup)?;
         }
-        spec::save(&spec, &eff_bundle.join("config.json")).context("write effective config")?;
-        meta.save(root, id)?;
+        // The directory was created above by this process: nobody else
+        // writes here, so plain exclusive writes do (no temp file + rename).
+        write_new(
+            &eff_bundle.join("config.json"),
+            &serde_json::to_vec(&spec).context("serialize the effective config")?,
+        )
+        .context("write effective config")?;
+        meta.save_new(root, id)?;
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(root.path())
             .context("root path")?
@@ -177,7 +236,11 @@ pub fn create(
                 );
                 return Err(e);
             }
-            Ok((container, meta))
+            Ok(Created {
+                container,
+                meta,
+                hooks: spec.hooks().clone(),
+            })
         }
         Err(e) => {
             let pid = Container::load(root.state_dir(id))

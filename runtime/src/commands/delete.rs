@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use libcgroups::common::{CgroupManager, FreezerState};
-use libcontainer::container::ContainerStatus;
+use libcontainer::container::{ContainerStatus, State};
+use libcontainer::oci_spec::runtime::Hooks;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -51,14 +51,28 @@ pub fn run(root: &Root, args: &DeleteArgs) -> Result<()> {
         .ok()
         .and_then(|s| s.hooks().clone());
     remove_everything(root, id, &cg, pid)?;
-    run_poststop_hooks(&h, hooks);
+    run_poststop_hooks(&h.container.state, hooks.as_ref());
+    Ok(())
+}
+
+/// Deletes a container whose init this process has reaped (`run`), with
+/// what `create` returned: nothing needs to be read back from disk.
+pub fn remove_exited(
+    root: &Root,
+    id: &str,
+    cgroups_path: &Path,
+    state: &State,
+    hooks: Option<&Hooks>,
+) -> Result<()> {
+    remove_everything(root, id, cgroups_path, None)?;
+    run_poststop_hooks(state, hooks);
     Ok(())
 }
 
 /// Runs the poststop hooks; failures are reported but do not undo the delete.
-fn run_poststop_hooks(h: &Handle, hooks: Option<libcontainer::oci_spec::runtime::Hooks>) {
+fn run_poststop_hooks(state: &State, hooks: Option<&Hooks>) {
     if let Some(hooks) = hooks {
-        let mut state = h.container.state.clone();
+        let mut state = state.clone();
         state.status = ContainerStatus::Stopped;
         if let Err(e) = libcontainer::hooks::run_hooks(
             hooks.poststop().as_ref(),
@@ -81,22 +95,18 @@ pub fn remove_everything(
     cgroups_path: &Path,
     pid: Option<i32>,
 ) -> Result<()> {
-    let manager = cgroups::manager(cgroups_path, id).ok();
-    if let Some(m) = &manager {
+    let cgroup = cgroups::Teardown::open(cgroups_path, id).ok();
+    if let Some(cg) = &cgroup {
         // Frozen tasks do not die until thawed.
-        let _ = m.freeze(FreezerState::Thawed);
-        if let Ok(pids) = m.get_all_pids() {
-            for p in pids {
-                let _ = kill(p, Signal::SIGKILL);
-            }
-        }
+        cg.thaw();
+        cg.kill_all();
     }
     if let Some(p) = pid {
         let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
         wait_gone(p, Duration::from_secs(5));
     }
-    if let Some(m) = &manager {
-        m.remove()
+    if let Some(cg) = &cgroup {
+        cg.remove()
             .with_context(|| format!("remove cgroup {}", cgroups_path.display()))?;
     }
     crate::fsutil::remove_dir_all_if_exists(&root.state_dir(id))

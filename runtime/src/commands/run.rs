@@ -1,12 +1,16 @@
 //! `rcrun run`: create and start a container; unless detached, wait for it,
 //! delete it (unless `--keep`) and exit with its exit code.
+//!
+//! Everything `start` and `delete` would read back from disk (state, hooks,
+//! cgroups path) is still in memory here, so they are not re-read.
 use anyhow::{Context, Result};
 
-use crate::cli::{DeleteArgs, RunArgs};
-use crate::commands::create::{self, Stdio};
+use crate::cli::RunArgs;
+use crate::commands::create::{self, Loaded, Stdio};
+use crate::commands::{delete, start};
 use crate::console::ConsoleSocket;
 use crate::container::Root;
-use crate::{commands, supervise};
+use crate::supervise;
 
 /// Returns the process exit code for rcrun.
 pub fn run(root: &Root, args: &RunArgs) -> Result<i32> {
@@ -19,9 +23,10 @@ pub fn run(root: &Root, args: &RunArgs) -> Result<i32> {
         }
         Some(supervise::block_signals()?)
     };
+    let loaded = Loaded::read(opts)?;
 
     // A terminal with nobody to take the pty: rcrun holds it itself.
-    let wants_tty = !args.detach && opts.console_socket.is_none() && bundle_wants_terminal(opts);
+    let wants_tty = !args.detach && opts.console_socket.is_none() && loaded.wants_terminal();
     let own_console = if wants_tty {
         root.ensure()?;
         Some(ConsoleSocket::bind(root.path())?)
@@ -33,15 +38,15 @@ pub fn run(root: &Root, args: &RunArgs) -> Result<i32> {
         .map(|c| c.path().to_path_buf())
         .or_else(|| opts.console_socket.clone());
 
-    let (container, meta) = create::create(root, opts, Stdio::inherit(), console_path)?;
+    let mut created = create::create_loaded(root, opts, loaded, Stdio::inherit(), console_path)?;
     let id = opts.id.as_str();
-    let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+    let cgroups_path = created.meta.cgroups_path.clone();
+    let pid = created.container.pid().map(|p| p.as_raw()).unwrap_or(0);
     let pty = match &own_console {
         Some(c) => match c.receive() {
             Ok(fd) => Some(fd),
             Err(e) => {
-                let _ =
-                    commands::delete::remove_everything(root, id, &meta.cgroups_path, Some(pid));
+                let _ = delete::remove_everything(root, id, &cgroups_path, Some(pid));
                 return Err(e);
             }
         },
@@ -49,8 +54,15 @@ pub fn run(root: &Root, args: &RunArgs) -> Result<i32> {
     };
     drop(own_console);
 
-    if let Err(e) = commands::start::run(root, id) {
-        let _ = commands::delete::remove_everything(root, id, &meta.cgroups_path, Some(pid));
+    // Detached, `run` returns once the command runs (as `start` does);
+    // attached, it waits for the exit anyway.
+    let wait_for_exec = set.is_none();
+    if let Err(e) = start::start(
+        &mut created.container,
+        created.hooks.as_ref(),
+        wait_for_exec,
+    ) {
+        let _ = delete::remove_everything(root, id, &cgroups_path, Some(pid));
         return Err(e);
     }
     let Some(set) = set else {
@@ -58,21 +70,13 @@ pub fn run(root: &Root, args: &RunArgs) -> Result<i32> {
     };
     let code = supervise::wait(pid, &set, pty).context("wait for the container")?;
     if !args.keep {
-        commands::delete::run(
+        delete::remove_exited(
             root,
-            &DeleteArgs {
-                force: true,
-                id: id.to_string(),
-            },
+            id,
+            &cgroups_path,
+            &created.container.state,
+            created.hooks.as_ref(),
         )?;
     }
     Ok(code)
-}
-
-fn bundle_wants_terminal(opts: &crate::cli::CreateOpts) -> bool {
-    let bundle = opts.bundle.clone().unwrap_or_else(|| ".".into());
-    crate::spec::load(&bundle)
-        .ok()
-        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
-        .unwrap_or(false)
 }

@@ -9,14 +9,23 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use libcontainer::container::ContainerStatus;
+use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::notify_socket::{NotifySocket, NOTIFY_FILE};
+use libcontainer::oci_spec::runtime::Hooks;
 
 use crate::container::{Handle, Root};
 
 pub fn run(root: &Root, id: &str) -> Result<()> {
     let mut h = Handle::load(root, id)?;
-    match h.status() {
+    let hooks = h.container.spec().ok().and_then(|c| c.hooks);
+    start(&mut h.container, hooks.as_ref(), true)
+}
+
+/// Starts a created container. With `wait_for_exec`, returns only once its
+/// process has exec'd the container's command (as runc's `start` does); the
+/// poststart hooks always run after that exec.
+pub fn start(container: &mut Container, hooks: Option<&Hooks>, wait_for_exec: bool) -> Result<()> {
+    match container.status() {
         ContainerStatus::Created => {}
         ContainerStatus::Stopped => bail!("cannot start a container that has stopped"),
         ContainerStatus::Running | ContainerStatus::Paused => {
@@ -24,21 +33,26 @@ pub fn run(root: &Root, id: &str) -> Result<()> {
         }
         ContainerStatus::Creating => bail!("cannot start a container that is still being created"),
     }
-    let hooks = h.container.spec().ok().and_then(|c| c.hooks);
-    let pid = h.pid().context("container has no init process")?;
-    NotifySocket::new(h.container.root.join(NOTIFY_FILE))
+    let pid = container
+        .pid()
+        .context("container has no init process")?
+        .as_raw();
+    NotifySocket::new(container.root.join(NOTIFY_FILE))
         .notify_container_start()
         .context("start container")?;
-    h.container
+    container
         .set_status(ContainerStatus::Running)
         .save()
         .context("save container state")?;
-    wait_for_exec(pid);
-    if let Some(hooks) = hooks {
+    let poststart = hooks.and_then(|h| h.poststart().as_ref());
+    if wait_for_exec || poststart.is_some() {
+        self::wait_for_exec(pid);
+    }
+    if let Some(poststart) = poststart {
         libcontainer::hooks::run_hooks(
-            hooks.poststart().as_ref(),
-            Some(&h.container.state),
-            Some(&h.container.root),
+            Some(poststart),
+            Some(&container.state),
+            Some(&container.root),
             None,
             None,
         )
@@ -62,6 +76,8 @@ fn wait_for_exec(pid: i32) {
             _ => return,
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(2));
+        // The exec follows the start message within a millisecond or two:
+        // poll finely so that `start` does not oversleep it.
+        pause = (pause * 2).min(Duration::from_micros(400));
     }
 }
