@@ -457,3 +457,25 @@ async fn runtime_handlers_announce_user_namespaces() {
         Some(d.state_dir.clone())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_namespaced_pods_run_below_a_private_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    // The root of the pod's user namespace is an ordinary user on the host:
+    // the daemon lets it search (never list) the dirs down to the pod's.
+    let mut d = Daemon::start(DaemonOptions::default()).await;
+    let image = d.import_fixture("busybox");
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let logs = log_dir();
+    let pod = pod_config("usernsprivate", logs.path()).with_namespaces(pod_userns_options());
+    let pod_id = d.run_pod(&pod).await.unwrap();
+    let mode = std::fs::metadata(&d.dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o701, "search permission only");
+    let id = d
+        .run_container(&pod_id, &pod, &sleeper("p", &image))
+        .await
+        .unwrap();
+    d.wait_running(&id).await.unwrap();
+    assert_eq!(sh(&mut d, &id, "id -u").await.trim(), "0");
+    d.remove_all_pods().await.unwrap();
+}

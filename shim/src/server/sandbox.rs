@@ -85,6 +85,31 @@ pub fn pod_namespaces(config: &cri::PodSandboxConfig) -> PodNamespaces {
     }
 }
 
+/// Gives everyone search (not read) permission on `dir` and each of its
+/// ancestors that lacks it, as containerd's 0711 state dirs have.
+fn make_searchable(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
+    for ancestor in dir.ancestors() {
+        let meta = std::fs::metadata(ancestor)
+            .with_context(|| format!("reading the mode of {}", ancestor.display()))?;
+        let mode = meta.permissions().mode();
+        if mode & 0o001 == 0 {
+            let wanted = (mode | 0o001) & 0o7777;
+            std::fs::set_permissions(ancestor, std::fs::Permissions::from_mode(wanted))
+                .with_context(|| {
+                    format!(
+                        "letting user-namespaced pods search {} (mode {:o})",
+                        ancestor.display(),
+                        mode & 0o7777
+                    )
+                })?;
+            tracing::info!(dir = %ancestor.display(), mode = format!("{wanted:o}"), "made searchable for user-namespaced pods");
+        }
+    }
+    Ok(())
+}
+
 /// containerd's sandbox name: `<name>_<namespace>_<uid>_<attempt>`.
 fn sandbox_name_key(meta: &cri::PodSandboxMetadata) -> String {
     format!(
@@ -302,6 +327,13 @@ impl Daemon {
         let dir = self.pod_dir(&record.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
+        if ns.user.is_some() {
+            // The runtime sets up a container's rootfs and bind mounts from
+            // inside the pod's user namespace, whose root is an ordinary
+            // user on the host: it must be able to walk to the pod's and the
+            // containers' dirs (containerd keeps its state dirs 0711 alike).
+            make_searchable(&dir).map_err(internal_chain)?;
+        }
         sandbox_files::write_files(files, &record.config, ns.host_network, ns.user_root())
             .map_err(internal_chain)?;
         if !ns.host_ipc {
