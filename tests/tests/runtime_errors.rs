@@ -371,19 +371,3 @@ fn concurrent_creates_of_one_id_let_exactly_one_win() {
     r.ok(&["delete", &id]);
     assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
 }
-
-#[test]
-fn exec_into_a_user_namespace_container_is_refused() {
-    let r = Rcrun::new();
-    let b = Bundle::new(&["sleep", "1000"]).edit(|spec| {
-        spec["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"type": "user"}));
-        spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    });
-    let id = r.run_detached("usernsexec", &b);
-    let err = r.fails(&["exec", &id, "true"]);
-    assert!(err.contains("user namespace"), "{err}");
-}
