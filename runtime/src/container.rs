@@ -117,9 +117,10 @@ impl Meta {
         serde_json::from_slice(&data).ok()
     }
 
-    /// Writes the first record of a container whose directory rcrun has
-    /// just created (readers treat a missing or partial record as absent).
-    pub fn save_new(&self, root: &Root, id: &str) -> Result<()> {
+    /// Writes the record, once, when the container has been created (the
+    /// file must not exist). Readers treat a missing or partial record as
+    /// absent and fall back to libcontainer's state.
+    pub fn save(&self, root: &Root, id: &str) -> Result<()> {
         use std::io::Write;
         let data = serde_json::to_vec(self)?;
         std::fs::OpenOptions::new()
@@ -127,13 +128,6 @@ impl Meta {
             .create_new(true)
             .open(root.bundle_dir(id).join(META_FILE))
             .and_then(|mut f| f.write_all(&data))
-            .context("write container record")
-    }
-
-    /// Replaces the record atomically.
-    pub fn save(&self, root: &Root, id: &str) -> Result<()> {
-        let data = serde_json::to_vec(self)?;
-        crate::fsutil::write_atomic(&root.bundle_dir(id).join(META_FILE), &data)
             .context("write container record")
     }
 }

@@ -191,7 +191,6 @@ pub fn create_loaded(
             &serde_json::to_vec(&spec).context("serialize the effective config")?,
         )
         .context("write effective config")?;
-        meta.save_new(root, id)?;
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(root.path())
             .context("root path")?
@@ -227,6 +226,9 @@ pub fn create_loaded(
             meta.init_start_time = container
                 .pid()
                 .and_then(|p| container::start_time(p.as_raw()));
+            // Written once, complete: until then (and after a crash before
+            // it) readers fall back to libcontainer's state, which holds the
+            // cgroups path as soon as a cgroup can exist.
             if let Err(e) = meta.save(root, id) {
                 let _ = commands::delete::remove_everything(
                     root,
