@@ -479,3 +479,69 @@ async fn user_namespaced_pods_run_below_a_private_dir() {
     assert_eq!(sh(&mut d, &id, "id -u").await.trim(), "0");
     d.remove_all_pods().await.unwrap();
 }
+
+/// Whether the tests' runtime makes idmapped mounts (its `features`).
+fn runtime_idmaps_mounts() -> bool {
+    let out = std::process::Command::new(rcrun_tests::daemon::default_runtime())
+        .arg("features")
+        .output()
+        .unwrap();
+    let features: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    features["linux"]["mountExtensions"]["idmap"]["enabled"].as_bool() == Some(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_are_idmapped_when_the_runtime_can() {
+    let mut d = Daemon::start(DaemonOptions::default()).await;
+    let image = d.import_fixture("busybox");
+    let logs = log_dir();
+    let volume = tempfile::tempdir().unwrap();
+    std::fs::write(volume.path().join("file"), "host\n").unwrap();
+    let pod = pod_config("usernsvol", logs.path()).with_namespaces(pod_userns_options());
+    let pod_id = d.run_pod(&pod).await.unwrap();
+    let mut config = sleeper("v", &image);
+    config.mounts.push(cri::Mount {
+        container_path: "/data".into(),
+        host_path: volume.path().to_string_lossy().into_owned(),
+        ..Default::default()
+    });
+    let id = d.run_container(&pod_id, &pod, &config).await.unwrap();
+    d.wait_running(&id).await.unwrap();
+    let spec = d.container_info(&id).await.unwrap()["runtimeSpec"].clone();
+    let data = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/data")
+        .unwrap()
+        .clone();
+    let idmapped = data["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o == "idmap");
+    assert_eq!(idmapped, runtime_idmaps_mounts(), "{data}");
+    if idmapped {
+        // Host root's files are the container root's, and what it writes
+        // is host root's on the volume.
+        assert_eq!(
+            sh(&mut d, &id, "stat -c %u:%g /data/file").await.trim(),
+            "0:0"
+        );
+        sh(
+            &mut d,
+            &id,
+            "echo container >> /data/file && touch /data/new",
+        )
+        .await;
+        let meta = std::fs::metadata(volume.path().join("new")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    } else {
+        // A plain bind mount: host root is nobody in the pod.
+        assert_eq!(
+            sh(&mut d, &id, "stat -c %u /data/file").await.trim(),
+            "65534"
+        );
+    }
+    d.remove_all_pods().await.unwrap();
+}

@@ -672,6 +672,7 @@ mod tests {
                 uids: one,
                 gids: one,
             },
+            idmap_volumes: true,
         });
         let map = cri::IdMapping {
             container_id: 0,

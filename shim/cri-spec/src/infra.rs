@@ -279,6 +279,7 @@ mod tests {
                 uids: one,
                 gids: one,
             },
+            idmap_volumes: true,
         });
         let spec = build(&sb, &[], 0);
         let linux = spec.linux().as_ref().unwrap();

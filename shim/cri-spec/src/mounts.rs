@@ -104,6 +104,9 @@ struct BindRequest<'a> {
     readonly: bool,
     recursive_read_only: bool,
     propagation: i32,
+    /// An idmapped mount with the container's user namespace (the volumes
+    /// of a pod with its own user namespace, when the runtime can).
+    idmap: bool,
 }
 
 /// The result of merging: the mounts in order and the rootfs propagation
@@ -163,6 +166,8 @@ pub(crate) fn plan_mounts(
                     readonly,
                     recursive_read_only: false,
                     propagation: cri::MountPropagation::PropagationPrivate as i32,
+                    // The pod's files are given to its root instead.
+                    idmap: false,
                 });
             }
         }
@@ -190,11 +195,14 @@ pub(crate) fn plan_mounts(
             return Err(SpecError::invalid(format!("{field}.host_path"), reason));
         }
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+            // The spec types of this crate (oci-spec 0.8) have no per-mount
+            // uidMappings/gidMappings to carry them.
             return Err(SpecError::invalid(
                 format!("{field}.uid_mappings"),
-                "id-mapped mounts are not supported",
+                "mappings of a mount's own are not supported (a pod's volumes are idmapped with the pod's user namespace)",
             ));
         }
+        let idmap = sandbox.user_ns.as_ref().is_some_and(|u| u.idmap_volumes);
         cri_requests.push(BindRequest {
             field,
             container_path: &m.container_path,
@@ -202,6 +210,7 @@ pub(crate) fn plan_mounts(
             readonly: m.readonly,
             recursive_read_only: m.recursive_read_only,
             propagation: m.propagation,
+            idmap,
         });
     }
     // Parents before children, keeping the request order otherwise.
@@ -282,6 +291,11 @@ fn bind_mount(
     options.push(if r.readonly { "ro" } else { "rw" }.into());
     if r.recursive_read_only {
         options.push("rro".into());
+    }
+    if r.idmap {
+        // runtime-spec 1.2: idmapped with the container's user namespace
+        // (no mappings of its own); rcrun and runc ≥ 1.2 make it.
+        options.push("idmap".into());
     }
     let mut m = Mount::default();
     m.set_destination(PathBuf::from(clean(r.container_path)));
@@ -696,6 +710,73 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("image volume"), "{e}");
+    }
+
+    #[test]
+    fn volumes_of_a_user_namespaced_pod_are_idmapped_when_the_runtime_can() {
+        let mut sb = sandbox();
+        let volume = tempfile::tempdir().unwrap();
+        let config = cri::ContainerConfig {
+            mounts: vec![cri::Mount {
+                readonly: true,
+                ..cri_mount(volume.path(), "/data")
+            }],
+            ..Default::default()
+        };
+        let one = crate::userns::IdMapping {
+            container_id: 0,
+            host_id: 1000,
+            length: 65536,
+        };
+        let mut userns = crate::userns::PodUserNamespace {
+            path: "/run/rcrun/pod/x/ns/user".into(),
+            mappings: crate::userns::PodIdMappings {
+                uids: one,
+                gids: one,
+            },
+            idmap_volumes: false,
+        };
+        for (idmap_volumes, idmapped) in [(false, false), (true, true)] {
+            userns.idmap_volumes = idmap_volumes;
+            sb.info.user_ns = Some(userns.clone());
+            let plan = plan_mounts(&config, &sb.info, false, false, false).unwrap();
+            let data = plan
+                .mounts
+                .iter()
+                .find(|m| m.destination() == Path::new("/data"))
+                .unwrap();
+            assert_eq!(opts(data).contains(&"idmap".to_string()), idmapped);
+            assert!(opts(data).contains(&"ro".to_string()));
+            // The pod's own files are given to its root, never idmapped.
+            for m in &plan.mounts {
+                if m.destination() != Path::new("/data") {
+                    assert!(!opts(m).contains(&"idmap".to_string()), "{m:?}");
+                }
+            }
+        }
+        // Not in a pod without a user namespace.
+        sb.info.user_ns = None;
+        let plan = plan_mounts(&config, &sb.info, false, false, false).unwrap();
+        assert!(plan
+            .mounts
+            .iter()
+            .all(|m| !opts(m).contains(&"idmap".to_string())));
+        // A mount's own mappings cannot be carried.
+        let own = cri::ContainerConfig {
+            mounts: vec![cri::Mount {
+                uid_mappings: vec![cri::IdMapping {
+                    container_id: 0,
+                    host_id: 1000,
+                    length: 1,
+                }],
+                ..cri_mount(volume.path(), "/data")
+            }],
+            ..Default::default()
+        };
+        let e = plan_mounts(&own, &sb.info, false, false, false)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("mounts[0].uid_mappings"), "{e}");
     }
 
     #[test]

@@ -67,6 +67,12 @@ pub struct PodUserNamespace {
     /// The pinned namespace (a bind mount of `/proc/<pid>/ns/user`).
     pub path: PathBuf,
     pub mappings: PodIdMappings,
+    /// The runtime makes idmapped bind mounts (its `features` say
+    /// `mountExtensions.idmap.enabled`): the pod's volumes are then mounted
+    /// idmapped with the container's user namespace (runtime-spec's `idmap`
+    /// option without mappings), so that host root's files are the
+    /// container root's.
+    pub idmap_volumes: bool,
 }
 
 fn mapping(list: &[cri::IdMapping], field: &str) -> Result<IdMapping, SpecError> {
@@ -324,6 +330,7 @@ mod tests {
                         length: 100000,
                     },
                 },
+                idmap_volumes: false,
             }),
             ..Default::default()
         }

@@ -110,6 +110,29 @@ fn make_searchable(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the runtime at `path` makes idmapped bind mounts, from its
+/// `features` (`linux.mountExtensions.idmap.enabled`, as containerd reads
+/// it). Asked once per binary; a runtime without `features` cannot.
+fn runtime_idmaps_mounts(path: &std::path::Path) -> bool {
+    static KNOWN: std::sync::Mutex<Vec<(PathBuf, bool)>> = std::sync::Mutex::new(Vec::new());
+    if let Some((_, known)) = KNOWN.lock().unwrap().iter().find(|(p, _)| p == path) {
+        return *known;
+    }
+    let enabled = std::process::Command::new(path)
+        .arg("features")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|f| f["linux"]["mountExtensions"]["idmap"]["enabled"].as_bool())
+        .unwrap_or(false);
+    tracing::debug!(runtime = %path.display(), enabled, "idmapped mounts");
+    KNOWN.lock().unwrap().push((path.to_path_buf(), enabled));
+    enabled
+}
+
 /// containerd's sandbox name: `<name>_<namespace>_<uid>_<attempt>`.
 fn sandbox_name_key(meta: &cri::PodSandboxMetadata) -> String {
     format!(
@@ -695,7 +718,13 @@ impl Daemon {
             user_ns: ns
                 .user
                 .zip(self.pod_userns(record))
-                .map(|(mappings, path)| rcrun_cri_spec::PodUserNamespace { path, mappings }),
+                .map(|(mappings, path)| rcrun_cri_spec::PodUserNamespace {
+                    path,
+                    mappings,
+                    idmap_volumes: self
+                        .runtime(&record.runtime_handler)
+                        .is_some_and(|r| runtime_idmaps_mounts(&r.path)),
+                }),
             hostname: sandbox_files::pod_hostname(&record.config),
             hostname_file: Some(files.hostname),
             hosts_file: Some(files.hosts),
