@@ -545,3 +545,74 @@ async fn volumes_are_idmapped_when_the_runtime_can() {
     }
     d.remove_all_pods().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_runs_user_namespaced_pods_too() {
+    // runc joins the pinned user namespace by path and checks the spec's
+    // mappings against it.
+    let mut d = Daemon::start(DaemonOptions::default()).await;
+    let image = d.import_fixture("busybox");
+    let logs = log_dir();
+    let pod = pod_config("usernsrunc", logs.path()).with_namespaces(pod_userns_options());
+    let pod_id = d
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: "runc".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let id = d
+        .run_container(&pod_id, &pod, &sleeper("r", &image))
+        .await
+        .unwrap();
+    d.wait_running(&id).await.unwrap();
+    let map = sh(&mut d, &id, "cat /proc/self/uid_map").await;
+    assert_eq!(squeeze(&map), format!("0 {HOST_ROOT} {LENGTH}\n"));
+    sh(&mut d, &id, "touch /etc/x").await;
+    d.remove_all_pods().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_daemon_keeps_or_releases_the_pinned_user_namespace() {
+    let mut d = Daemon::start(DaemonOptions::default()).await;
+    let image = d.import_fixture("busybox");
+    let logs = log_dir();
+    let kept = pod_config("usernskept", logs.path()).with_namespaces(pod_userns_options());
+    let kept_id = d.run_pod(&kept).await.unwrap();
+    let ctr = d
+        .run_container(&kept_id, &kept, &sleeper("k", &image))
+        .await
+        .unwrap();
+    d.wait_running(&ctr).await.unwrap();
+    let lost = pod_config("usernslost", logs.path()).with_namespaces(pod_userns_options());
+    let lost_id = d.run_pod(&lost).await.unwrap();
+    let kept_ns = pinned_userns(&mut d, &kept_id).await.unwrap();
+    let lost_ns = pinned_userns(&mut d, &lost_id).await.unwrap();
+
+    d.kill9();
+    // While the daemon is down, one pod loses its pinned user namespace.
+    nix::mount::umount2(&lost_ns, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    d.restart().await;
+
+    let ready = cri::PodSandboxState::SandboxReady as i32;
+    assert_eq!(d.pod_status(&kept_id).await.unwrap().state, ready);
+    assert!(is_mounted(&kept_ns));
+    let map = sh(&mut d, &ctr, "cat /proc/self/uid_map").await;
+    assert_eq!(squeeze(&map), format!("0 {HOST_ROOT} {LENGTH}\n"));
+    assert_ne!(
+        d.pod_status(&lost_id).await.unwrap().state,
+        ready,
+        "a pod without its user namespace is not ready"
+    );
+    d.remove_all_pods().await.unwrap();
+    assert!(!is_mounted(&kept_ns) && !kept_ns.exists());
+    assert!(!lost_ns.exists());
+    assert!(
+        d.mounts_under_dirs().is_empty(),
+        "{:?}",
+        d.mounts_under_dirs()
+    );
+}
