@@ -93,7 +93,16 @@ async fn pod_user_namespace_maps_root_and_owns_the_writable_layer() {
     let mut d = Daemon::start(DaemonOptions::default()).await;
     let image = d.import_fixture("busybox");
     let logs = log_dir();
-    let pod = pod_config("userns", logs.path()).with_namespaces(pod_userns_options());
+    let mut pod = pod_config("userns", logs.path()).with_namespaces(pod_userns_options());
+    // Set by the pinning helper as root of the new user namespace, in the
+    // network and IPC namespaces it owns.
+    pod.linux.as_mut().unwrap().sysctls = [
+        ("net.ipv4.ip_unprivileged_port_start", "0"),
+        ("kernel.shmmni", "2048"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let pod_id = d.run_pod(&pod).await.unwrap();
     let status = d.pod_status(&pod_id).await.unwrap();
     let reported = status
@@ -139,6 +148,15 @@ async fn pod_user_namespace_maps_root_and_owns_the_writable_layer() {
     let infra = d.pod_info(&pod_id).await.unwrap()["pid"].as_i64().unwrap();
     let infra_ns = std::fs::read_link(format!("/proc/{infra}/ns/user")).unwrap();
     assert_eq!(ns_a.trim(), infra_ns.to_string_lossy());
+    assert_eq!(
+        sh(
+            &mut d,
+            &a,
+            "hostname; cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shmmni"
+        )
+        .await,
+        "userns\n0\n2048\n"
+    );
     // The network namespace is the pod's, owned by its user namespace: root
     // in the container administers it.
     let net_a = sh(&mut d, &a, "readlink /proc/self/ns/net").await;
