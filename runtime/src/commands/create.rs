@@ -54,6 +54,75 @@ impl Stdio {
     }
 }
 
+/// Whether rcrun brings up the loopback interface of the container's new
+/// network namespace itself, right after libcontainer has created the
+/// container, instead of the set-up hook inside it (takes it out of `setup`).
+///
+/// Only when that is all the hook would do and no create-time hook
+/// (prestart, createRuntime, createContainer) could tell the difference; the
+/// container's process runs only after `start`, so it cannot. This spares a
+/// fork and exec of rcrun inside every such container, and libcontainer's
+/// hook round trip between its processes.
+fn loopback_from_runtime(setup: &mut container_setup::Plan, spec: &Spec) -> bool {
+    if !setup.loopback_up {
+        return false;
+    }
+    let hooks_see_it = spec.hooks().as_ref().is_some_and(|h| {
+        [h.prestart(), h.create_runtime(), h.create_container()]
+            .iter()
+            .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()))
+    });
+    if hooks_see_it {
+        return false;
+    }
+    setup.loopback_up = false;
+    if setup.is_empty() {
+        true
+    } else {
+        setup.loopback_up = true;
+        false
+    }
+}
+
+/// Sets IFF_UP on `lo` in the network namespace of process `pid` (the
+/// container's init, our child: its PID cannot be reused meanwhile).
+fn loopback_up_in(pid: i32) -> Result<()> {
+    use nix::sched::{setns, CloneFlags};
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+
+    let own = std::fs::File::open("/proc/self/ns/net").context("open rcrun's network namespace")?;
+    let target = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .context("open the container's network namespace")?;
+    setns(&target, CloneFlags::CLONE_NEWNET).context("enter the container's network namespace")?;
+    // A socket belongs to the namespace it was made in: make it there, go
+    // back, then configure the interface through it.
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    );
+    setns(&own, CloneFlags::CLONE_NEWNET).context("return to rcrun's network namespace")?;
+    let sock = sock.context("socket in the container's network namespace")?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: ioctls on a socket with a properly initialised ifreq.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error()).context("read the flags of lo");
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error()).context("bring up the loopback interface");
+        }
+    }
+    Ok(())
+}
+
 /// Writes a file that must not exist yet.
 fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -144,7 +213,8 @@ pub fn create_loaded(
     }
     let bundle = bundle.canonicalize().unwrap_or(bundle);
     spec::make_effective(&mut spec, &bundle, id)?;
-    let setup = container_setup::plan(&mut spec)?;
+    let mut setup = container_setup::plan(&mut spec)?;
+    let loopback_by_runtime = loopback_from_runtime(&mut setup, &spec);
 
     root.ensure()?;
     let eff_bundle = root.bundle_dir(id);
@@ -229,13 +299,14 @@ pub fn create_loaded(
             // Written once, complete: until then (and after a crash before
             // it) readers fall back to libcontainer's state, which holds the
             // cgroups path as soon as a cgroup can exist.
-            if let Err(e) = meta.save(root, id) {
-                let _ = commands::delete::remove_everything(
-                    root,
-                    id,
-                    &cgroups_path,
-                    container.pid().map(|p| p.as_raw()),
-                );
+            let pid = container.pid().map(|p| p.as_raw());
+            let finished = match pid {
+                Some(pid) if loopback_by_runtime => loopback_up_in(pid),
+                _ => Ok(()),
+            }
+            .and_then(|()| meta.save(root, id));
+            if let Err(e) = finished {
+                let _ = commands::delete::remove_everything(root, id, &cgroups_path, pid);
                 return Err(e);
             }
             Ok(Created {
