@@ -17,7 +17,7 @@ use crate::process::{host_hostname, process_args, process_cwd, process_env};
 use crate::resources::{container_cgroups_path, hugetlb_available, linux_resources};
 use crate::seccomp::{container_seccomp, profile_from_deprecated_path};
 use crate::user::resolve_user;
-use crate::userns::{container_user_namespace, join_pod_user_namespace};
+use crate::userns::{check_ids_are_mapped, container_user_namespace, join_pod_user_namespace};
 
 /// The OCI runtime spec version written into `ociVersion`.
 pub(crate) const OCI_VERSION: &str = "1.0.2-dev";
@@ -147,6 +147,11 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     )?;
     if let Some(userns) = container_user_namespace(ns_opts.userns_options.as_ref(), input.sandbox)?
     {
+        check_ids_are_mapped(
+            userns,
+            user.uid,
+            std::iter::once(user.gid).chain(user.additional_gids.iter().copied()),
+        )?;
         join_pod_user_namespace(&mut linux_spec, &mut namespaces, userns);
     }
     linux_spec.set_namespaces(Some(namespaces));
@@ -735,6 +740,46 @@ mod tests {
             LinuxNamespaceType::User
         );
         assert!(linux.uid_mappings().is_some());
+    }
+
+    #[test]
+    fn unmapped_users_are_refused_in_a_user_namespaced_pod() {
+        let mut f = fixture();
+        let mut userns = userns_sandbox(&mut f);
+        // The mapping covers IDs 0..100000: the image's user 1000 is in it.
+        let mut c = config();
+        sc(&mut c).namespace_options = Some(cri::NamespaceOption {
+            userns_options: Some(userns.clone()),
+            ..Default::default()
+        });
+        assert!(build(&f, &c).is_ok());
+        sc(&mut c).run_as_user = Some(cri::Int64Value { value: 100000 });
+        let e = build(&f, &c).unwrap_err();
+        assert!(e.to_string().contains("uid 100000 is not mapped"), "{e}");
+        sc(&mut c).run_as_user = Some(cri::Int64Value { value: 0 });
+        sc(&mut c).supplemental_groups = vec![200000];
+        let e = build(&f, &c).unwrap_err();
+        assert!(e.to_string().contains("gid 200000 is not mapped"), "{e}");
+        // A narrow mapping leaves the image's user (1000) out.
+        userns.uids[0].length = 10;
+        userns.gids[0].length = 10;
+        let one = crate::userns::IdMapping {
+            container_id: 0,
+            host_id: 1000,
+            length: 10,
+        };
+        f.sandbox.user_ns.as_mut().unwrap().mappings = crate::userns::PodIdMappings {
+            uids: one,
+            gids: one,
+        };
+        sc(&mut c).supplemental_groups = vec![];
+        sc(&mut c).namespace_options = Some(cri::NamespaceOption {
+            userns_options: Some(userns),
+            ..Default::default()
+        });
+        sc(&mut c).run_as_user = None;
+        let e = build(&f, &c).unwrap_err();
+        assert!(e.to_string().contains("uid 1000 is not mapped"), "{e}");
     }
 
     #[test]

@@ -198,6 +198,40 @@ pub(crate) fn container_user_namespace<'a>(
     }
 }
 
+/// Checks that the container's user and groups exist in the pod's user
+/// namespace: an unmapped ID would only fail later, inside the runtime,
+/// with a far less clear error.
+pub(crate) fn check_ids_are_mapped(
+    userns: &PodUserNamespace,
+    uid: u32,
+    gids: impl IntoIterator<Item = u32>,
+) -> Result<(), SpecError> {
+    let inside = |m: &IdMapping, id: u32| {
+        id >= m.container_id && (id as u64) < m.container_id as u64 + m.length as u64
+    };
+    if !inside(&userns.mappings.uids, uid) {
+        return Err(SpecError::invalid(
+            "security_context.run_as_user",
+            format!(
+                "uid {uid} is not mapped in the pod's user namespace (uid_map {:?})",
+                userns.mappings.uids.map_line()
+            ),
+        ));
+    }
+    for gid in gids {
+        if !inside(&userns.mappings.gids, gid) {
+            return Err(SpecError::invalid(
+                "security_context.run_as_group",
+                format!(
+                    "gid {gid} is not mapped in the pod's user namespace (gid_map {:?})",
+                    userns.mappings.gids.map_line()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Puts the pod's user namespace into a spec: joined by path (first, so the
 /// runtime joins it before the namespaces it owns), with its mappings.
 pub(crate) fn join_pod_user_namespace(
