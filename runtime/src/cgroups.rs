@@ -231,7 +231,14 @@ fn procs_below(dir: &Path) -> Vec<i32> {
     pids
 }
 
+/// Sub-cgroups of a cgroup directory. cgroupfs counts them in the
+/// directory's link count (2 + sub-directories): a cgroup without any, the
+/// usual case, is not listed (its many control files make listing costly).
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata(dir).map_or(true, |m| m.nlink() <= 2) {
+        return Vec::new();
+    }
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
