@@ -357,3 +357,58 @@ async fn list_pod_sandbox_filters() {
     assert_eq!(d.pod_status(&a_id[..12]).await.unwrap().id, a_id);
     d.remove_all_pods().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_does_not_leave_half_made_objects() {
+    // A client deadline (kubelet's, crictl's) ends the RPC but must not cut
+    // the work short: the pod and the container are finished, listed and
+    // removable, as with containerd.
+    let mut d = Daemon::start(DaemonOptions::default()).await;
+    let image = d.import_fixture("busybox");
+    let logs = log_dir();
+    let config = pod_config("impatient", logs.path());
+    let mut request = tonic::Request::new(cri::RunPodSandboxRequest {
+        config: Some(config.clone()),
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_millis(1));
+    let gave_up = d.runtime.run_pod_sandbox(request).await;
+    assert!(gave_up.is_err(), "the pod was made within 1 ms: {gave_up:?}");
+
+    let deadline = Instant::now() + WAIT;
+    let pod = loop {
+        let pods = d.list_pods().await.unwrap();
+        if let Some(p) = pods
+            .iter()
+            .find(|p| p.state == cri::PodSandboxState::SandboxReady as i32)
+        {
+            break p.id.clone();
+        }
+        assert!(Instant::now() < deadline, "no ready pod: {pods:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let mut request = tonic::Request::new(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(container_config("late", &image, &["sleep", "1000"])),
+        sandbox_config: Some(config),
+    });
+    request.set_timeout(Duration::from_millis(1));
+    assert!(d.runtime.create_container(request).await.is_err());
+    let deadline = Instant::now() + WAIT;
+    let container = loop {
+        let containers = d.list_containers().await.unwrap();
+        if let Some(c) = containers.first() {
+            break c.id.clone();
+        }
+        assert!(Instant::now() < deadline, "the container was never made");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    d.start_container(&container).await.unwrap();
+    d.wait_running(&container).await.unwrap();
+
+    d.stop_pod(&pod).await.unwrap();
+    d.remove_pod(&pod).await.unwrap();
+    assert!(d.list_pods().await.unwrap().is_empty());
+    assert_eq!(d.mounts_under_dirs(), Vec::<String>::new());
+}

@@ -74,6 +74,22 @@ fn ok<T>(v: T) -> Result<Response<T>, Status> {
     Ok(Response::new(v))
 }
 
+/// Runs a call that changes state to its end even when the client goes away.
+/// tonic drops a handler's future when the client's deadline passes or it
+/// disconnects; a RunPodSandbox or CreateContainer cut short there would
+/// skip its own clean-up and leave a half-made object behind. Like
+/// containerd's CRI, finish the work; the client finds the result by
+/// listing. (PullImage stays cancellable: nothing is kept from a cut pull.)
+async fn to_completion<T, F>(work: F) -> RpcResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = RpcResult<T>> + Send + 'static,
+{
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Status::internal(format!("request handler failed: {e}")))?
+}
+
 #[tonic::async_trait]
 impl RuntimeService for Cri {
     async fn version(
@@ -87,7 +103,7 @@ impl RuntimeService for Cri {
         &self,
         r: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        let id = self.0.clone().run_pod_sandbox(r.into_inner()).await?;
+        let id = to_completion(self.0.clone().run_pod_sandbox(r.into_inner())).await?;
         ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
     }
 
@@ -95,9 +111,8 @@ impl RuntimeService for Cri {
         &self,
         r: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        self.0
-            .stop_pod_sandbox(&r.into_inner().pod_sandbox_id)
-            .await?;
+        let (daemon, id) = (self.0.clone(), r.into_inner().pod_sandbox_id);
+        to_completion(async move { daemon.stop_pod_sandbox(&id).await }).await?;
         ok(cri::StopPodSandboxResponse {})
     }
 
@@ -105,9 +120,8 @@ impl RuntimeService for Cri {
         &self,
         r: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        self.0
-            .remove_pod_sandbox(&r.into_inner().pod_sandbox_id)
-            .await?;
+        let (daemon, id) = (self.0.clone(), r.into_inner().pod_sandbox_id);
+        to_completion(async move { daemon.remove_pod_sandbox(&id).await }).await?;
         ok(cri::RemovePodSandboxResponse {})
     }
 
@@ -135,7 +149,7 @@ impl RuntimeService for Cri {
         &self,
         r: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        let id = self.0.clone().create_container(r.into_inner()).await?;
+        let id = to_completion(self.0.clone().create_container(r.into_inner())).await?;
         ok(cri::CreateContainerResponse { container_id: id })
     }
 
@@ -143,7 +157,8 @@ impl RuntimeService for Cri {
         &self,
         r: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        self.0.start_container(&r.into_inner().container_id).await?;
+        let (daemon, id) = (self.0.clone(), r.into_inner().container_id);
+        to_completion(async move { daemon.start_container(&id).await }).await?;
         ok(cri::StartContainerResponse {})
     }
 
@@ -151,8 +166,9 @@ impl RuntimeService for Cri {
         &self,
         r: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        let r = r.into_inner();
-        self.0.stop_container(&r.container_id, r.timeout).await?;
+        let (daemon, r) = (self.0.clone(), r.into_inner());
+        to_completion(async move { daemon.stop_container(&r.container_id, r.timeout).await })
+            .await?;
         ok(cri::StopContainerResponse {})
     }
 
@@ -160,9 +176,8 @@ impl RuntimeService for Cri {
         &self,
         r: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        self.0
-            .remove_container(&r.into_inner().container_id)
-            .await?;
+        let (daemon, id) = (self.0.clone(), r.into_inner().container_id);
+        to_completion(async move { daemon.remove_container(&id).await }).await?;
         ok(cri::RemoveContainerResponse {})
     }
 
@@ -189,7 +204,8 @@ impl RuntimeService for Cri {
         &self,
         r: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        self.0.update_container_resources(r.into_inner()).await?;
+        let (daemon, r) = (self.0.clone(), r.into_inner());
+        to_completion(async move { daemon.update_container_resources(r).await }).await?;
         ok(cri::UpdateContainerResourcesResponse {})
     }
 
@@ -356,7 +372,8 @@ impl ImageService for Cri {
         &self,
         r: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
-        self.0.remove_image(r.into_inner()).await?;
+        let (daemon, r) = (self.0.clone(), r.into_inner());
+        to_completion(async move { daemon.remove_image(r).await }).await?;
         ok(cri::RemoveImageResponse {})
     }
 
