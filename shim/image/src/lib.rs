@@ -78,6 +78,16 @@ pub struct RegistryConfig {
     pub mirror_only: Vec<String>,
 }
 
+/// How the rootfs of a container in a pod's own user namespace is mounted.
+#[derive(Debug, Clone, Copy)]
+pub struct RootfsIdmap<'a> {
+    /// The pod's user namespace (a `/proc/<pid>/ns/user` or a pinned file):
+    /// the image layers are mounted idmapped with it (as containerd 2.x).
+    pub userns: &'a Path,
+    /// Host uid and gid of the container's root: the writable layer's owner.
+    pub root: (u32, u32),
+}
+
 /// Credentials from the CRI `AuthConfig`.
 #[derive(Debug, Clone, Default)]
 pub struct PullAuth {
@@ -275,6 +285,20 @@ impl ImageStore {
         target: &Path,
         scratch: &Path,
     ) -> Result<(), ImageError> {
+        self.prepare_rootfs_idmapped(container_id, image_id, target, scratch, None)
+    }
+
+    /// `prepare_rootfs` for a container in a user namespace of its pod's:
+    /// with `idmap`, the image layers are mounted idmapped with that user
+    /// namespace and the writable layer belongs to the container's root.
+    pub fn prepare_rootfs_idmapped(
+        &self,
+        container_id: &str,
+        image_id: &str,
+        target: &Path,
+        scratch: &Path,
+        idmap: Option<&RootfsIdmap>,
+    ) -> Result<(), ImageError> {
         let inner = &self.inner;
         if rootfs::is_mount_point(target) && inner.meta().holds.contains_key(container_id) {
             // Prepared before (e.g. a retried request): nothing to do.
@@ -306,7 +330,15 @@ impl ImageStore {
             std::fs::create_dir_all(&upper)?;
             std::fs::create_dir_all(&work)?;
             std::fs::create_dir_all(target)?;
-            rootfs::mount_overlay(&lowers, &upper, &work, target)
+            if let Some(RootfsIdmap {
+                root: (uid, gid), ..
+            }) = idmap
+            {
+                for dir in [&upper, &work] {
+                    std::os::unix::fs::chown(dir, Some(*uid), Some(*gid))?;
+                }
+            }
+            rootfs::mount_overlay(&lowers, &upper, &work, target, idmap.map(|i| i.userns))
         })();
         if let Err(e) = mounted {
             let _ = std::fs::remove_dir_all(scratch);

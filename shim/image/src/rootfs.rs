@@ -11,11 +11,9 @@
 //! shown through an idmapped bind mount of it (open_tree + mount_setattr
 //! with the pod's user namespace), so that the layers' root-owned files
 //! belong to the container's root while they stay owned by host root on
-//! disk and shared with every other container. The daemon asks for it by
-//! leaving a link named [`USERNS_LINK`] to the pod's pinned user namespace
-//! in the container's scratch dir (the parent of the upper dir), which it
-//! creates, with the upper and work dirs owned by the container's root,
-//! before it prepares the rootfs.
+//! disk and shared with every other container. The daemon asks for it with
+//! [`crate::RootfsIdmap`]; the upper and work dirs then belong to the
+//! container's root.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -31,9 +29,6 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
-/// The name, in the scratch dir, of the link to the user namespace the
-/// image layers are idmapped with.
-pub const USERNS_LINK: &str = "userns";
 /// Where the idmapped layers are mounted (in the scratch dir) until the
 /// overlay holds them.
 const IDMAPPED_DIR: &str = "idmapped-layers";
@@ -74,20 +69,22 @@ fn context_log(fd: &OwnedFd) -> String {
     out
 }
 
+/// Mounts the overlay of `lowers` (top first) at `target`; with `userns`,
+/// each lower is first mounted idmapped with that user namespace.
 pub fn mount_overlay(
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,
     target: &Path,
+    userns: Option<&Path>,
 ) -> std::io::Result<()> {
-    let scratch = upper.parent().unwrap_or(Path::new("/"));
-    let userns = scratch.join(USERNS_LINK);
-    if std::fs::symlink_metadata(&userns).is_err() {
+    let Some(userns) = userns else {
         return mount_overlay_of(lowers, upper, work, target);
-    }
+    };
+    let scratch = upper.parent().unwrap_or(Path::new("/"));
     // The overlay takes its own reference to each layer, so the idmapped
     // mounts are released again right after it is created (as containerd).
-    let idmapped = IdmappedLayers::mount(lowers, &userns, &scratch.join(IDMAPPED_DIR))?;
+    let idmapped = IdmappedLayers::mount(lowers, userns, &scratch.join(IDMAPPED_DIR))?;
     mount_overlay_of(&idmapped.paths, upper, work, target)
 }
 

@@ -69,19 +69,6 @@ fn resolve_log_path(log_directory: &str, log_path: &str) -> RpcResult<Option<Pat
 /// root may write its rootfs, and a link to the pod's user namespace asks
 /// the image store to idmap the read-only layers with it (containerd 2.x's
 /// idmapped lowerdirs; see rcrun-image's rootfs module).
-fn prepare_userns_scratch(scratch: &Path, userns: &Path, owner: (u32, u32)) -> std::io::Result<()> {
-    for name in ["upper", "work"] {
-        let dir = scratch.join(name);
-        std::fs::create_dir_all(&dir)?;
-        std::os::unix::fs::chown(&dir, Some(owner.0), Some(owner.1))?;
-    }
-    let link = scratch.join("userns");
-    match std::os::unix::fs::symlink(userns, &link) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        other => other,
-    }
-}
-
 fn container_event(
     kind: cri::ContainerEventType,
     sandbox: Option<cri::PodSandboxStatus>,
@@ -292,11 +279,10 @@ impl Daemon {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
         }
-        if let Some(userns) = self.pod_userns(sandbox) {
-            let owner = crate::server::sandbox::pod_namespaces(&sandbox.config).user_root();
-            prepare_userns_scratch(&scratch, &userns, owner.unwrap_or((0, 0)))
-                .map_err(|e| Status::internal(format!("preparing the writable layer: {e}")))?;
-        }
+        let userns = self.pod_userns(sandbox).map(|path| {
+            let root = crate::server::sandbox::pod_namespaces(&sandbox.config).user_root();
+            (path, root.unwrap_or((0, 0)))
+        });
         {
             let daemon = self.clone();
             let (id, image_id, rootfs, scratch) = (
@@ -306,9 +292,19 @@ impl Daemon {
                 scratch.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                daemon
-                    .images
-                    .prepare_rootfs(&id, &image_id, &rootfs, &scratch)
+                let idmap = userns
+                    .as_ref()
+                    .map(|(path, root)| rcrun_image::RootfsIdmap {
+                        userns: path,
+                        root: *root,
+                    });
+                daemon.images.prepare_rootfs_idmapped(
+                    &id,
+                    &image_id,
+                    &rootfs,
+                    &scratch,
+                    idmap.as_ref(),
+                )
             })
             .await
             .map_err(super::internal)?
