@@ -46,10 +46,14 @@ pub fn run(root: &Root, args: &DeleteArgs) -> Result<()> {
         .then(|| h.pid())
         .flatten();
     let cg = h.cgroups_path();
-    // The hooks live in the effective spec, which goes with the record.
-    let hooks = crate::spec::load(&root.bundle_dir(id))
-        .ok()
-        .and_then(|s| s.hooks().clone());
+    // The hooks go with the record: read them first. libcontainer keeps
+    // them in its small config; the effective spec has them too.
+    let hooks = match h.container.spec() {
+        Ok(config) => config.hooks,
+        Err(_) => crate::spec::load(&root.bundle_dir(id))
+            .ok()
+            .and_then(|s| s.hooks().clone()),
+    };
     remove_everything(root, id, &cg, pid)?;
     run_poststop_hooks(&h.container.state, hooks.as_ref());
     Ok(())
