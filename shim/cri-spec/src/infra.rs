@@ -15,7 +15,7 @@ use crate::annotations::*;
 use crate::container::{clamp_oom_score_adj, OCI_VERSION};
 use crate::error::SpecError;
 use crate::input::SandboxInfo;
-use crate::mounts::{mount, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
+use crate::mounts::{mount, proc_and_dev_mounts, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 use crate::process::DEFAULT_PATH;
 use crate::seccomp::seccomp_profile_for_caps;
 use crate::userns::join_pod_user_namespace;
@@ -100,34 +100,13 @@ pub fn sandbox_infra_spec(input: &InfraSpecInput) -> Result<Spec, SpecError> {
     root.set_path(input.rootfs.to_path_buf());
     root.set_readonly(Some(true));
 
-    let mut mounts = vec![
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        ),
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        ),
-    ];
+    let mut mounts = proc_and_dev_mounts();
+    mounts.extend([mount(
+        "/sys",
+        "sysfs",
+        "sysfs",
+        &["nosuid", "noexec", "nodev", "ro"],
+    )]);
     match &sb.shm_dir {
         Some(dir) => {
             let mut m = mount("/dev/shm", "bind", "", &["rbind", "rprivate", "rw"]);

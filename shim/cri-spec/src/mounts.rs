@@ -46,8 +46,8 @@ pub(crate) fn mount(destination: &str, typ: &str, source: &str, options: &[&str]
 /// The mounts every container gets (containerd's defaults without `/run`,
 /// plus a read-only cgroup filesystem); privileged containers get `/sys` and
 /// the cgroup filesystem read-write.
-pub(crate) fn default_mounts(privileged: bool) -> Vec<Mount> {
-    let ro_or_rw = if privileged { "rw" } else { "ro" };
+/// /proc, /dev and /dev/pts, as every container and the infra process get them.
+pub(crate) fn proc_and_dev_mounts() -> Vec<Mount> {
     vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(
@@ -69,6 +69,13 @@ pub(crate) fn default_mounts(privileged: bool) -> Vec<Mount> {
                 "gid=5",
             ],
         ),
+    ]
+}
+
+pub(crate) fn default_mounts(privileged: bool) -> Vec<Mount> {
+    let ro_or_rw = if privileged { "rw" } else { "ro" };
+    let mut mounts = proc_and_dev_mounts();
+    mounts.extend([
         mount(
             "/dev/shm",
             "tmpfs",
@@ -93,7 +100,8 @@ pub(crate) fn default_mounts(privileged: bool) -> Vec<Mount> {
             "cgroup",
             &["nosuid", "noexec", "nodev", "relatime", ro_or_rw],
         ),
-    ]
+    ]);
+    mounts
 }
 
 /// A bind mount request, from the CRI or from the sandbox.
