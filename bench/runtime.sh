@@ -12,6 +12,9 @@
 #
 # Usage: bench/runtime.sh [iterations]   (default 30)
 #   env RCRUN=path (default target/release/rcrun), RUNC, CRUN, RCRUN_FIXTURES;
+#   BENCH_STATE=tmpfs keeps every runtime's state root on a tmpfs, as /run is
+#   (the default roots /run/rcrun, /run/runc, /run/crun); default: the work
+#   directory under /tmp;
 #   RCRUN_BASE=path adds another rcrun build (column "base", ratio rcrun/base)
 #   to the same interleaved rounds, to measure a change.
 set -euo pipefail
@@ -31,7 +34,7 @@ if [ -z "${RCRUN_BENCH_INSIDE:-}" ]; then
   [ -x /usr/bin/time ] || { echo "/usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
   [ -x "$FIXTURES/rootfs/busybox/bin/busybox" ] || {
     echo "no busybox rootfs in $FIXTURES: cargo run -p rcrun-fixtures -- build" >&2; exit 1; }
-  export RCRUN RUNC CRUN BASE FIXTURES RCRUN_BENCH_INSIDE=1
+  export RCRUN RUNC CRUN BASE FIXTURES BENCH_STATE="${BENCH_STATE:-disk}" RCRUN_BENCH_INSIDE=1
   exec unshare --mount --propagation private "$0" "$N"
 fi
 
@@ -41,6 +44,10 @@ if mountpoint -q /sys/fs/cgroup/unified; then
 fi
 
 work="$(mktemp -d /tmp/rcrun-runtime-bench.XXXXXX)"
+if [ "$BENCH_STATE" = tmpfs ]; then
+  # Private mount namespace: the tmpfs goes away with it.
+  mount -t tmpfs -o size=64m,mode=700 rcrun-bench-state "$work"
+fi
 cleanup() {
   for name in "${runtimes[@]}"; do
     rt="$(runtime_path "$name")"
@@ -48,6 +55,7 @@ cleanup() {
       "$rt" --root "$work/state-$name" delete --force "$id" >/dev/null 2>&1 || true
     done
   done
+  if [ "$BENCH_STATE" = tmpfs ]; then umount "$work" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 runtime_path() {
