@@ -63,10 +63,14 @@ pub enum Teardown {
 
 impl Teardown {
     pub fn open(path: &Path, id: &str) -> Result<Teardown> {
+        let rel = relative(path)?;
+        // A teardown kills everything below the cgroup: never a hierarchy's root.
+        if rel.as_os_str().is_empty() {
+            bail!("refusing to tear down the root cgroup ({:?})", path);
+        }
         if is_unified() {
             return Ok(Teardown::V2(manager(path, id)?));
         }
-        let rel = relative(path)?;
         let mountinfo = read_mountinfo().context("read /proc/self/mountinfo")?;
         let mut dirs: Vec<PathBuf> = Vec::new();
         let mut freezer = None;
@@ -544,6 +548,8 @@ mod tests {
         );
         assert_eq!(relative(Path::new("x/./y")).unwrap(), PathBuf::from("x/y"));
         assert!(relative(Path::new("/rcrun/../../etc")).is_err());
+        assert!(Teardown::open(Path::new("/"), "x").is_err());
+        assert!(Teardown::open(Path::new(""), "x").is_err());
     }
 
     #[test]
