@@ -18,6 +18,7 @@ pub mod output;
 pub mod signals;
 pub mod spec;
 pub mod supervise;
+pub mod supplementary_groups;
 pub mod userns_exec;
 
 /// One line for an error and its causes, without the repetitions that

@@ -373,7 +373,10 @@ async fn a_client_that_gives_up_does_not_leave_half_made_objects() {
     });
     request.set_timeout(Duration::from_millis(1));
     let gave_up = d.runtime.run_pod_sandbox(request).await;
-    assert!(gave_up.is_err(), "the pod was made within 1 ms: {gave_up:?}");
+    assert!(
+        gave_up.is_err(),
+        "the pod was made within 1 ms: {gave_up:?}"
+    );
 
     let deadline = Instant::now() + WAIT;
     let pod = loop {

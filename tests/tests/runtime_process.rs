@@ -556,3 +556,37 @@ fn processes_start_with_sigpipe_not_ignored() {
     let init = std::fs::read_to_string(format!("/proc/{}/status", r.pid(&id))).unwrap();
     assert!(!sigpipe_ignored(&init), "{init}");
 }
+
+#[test]
+fn the_container_does_not_get_rcruns_supplementary_groups() {
+    // runc sets the container's groups even when the list is empty; rcrun's
+    // own (host) groups must not leak into the container.
+    let r = Rcrun::new();
+    for (prefix, gids) in [("nogroups", json!([])), ("groups", json!([5]))] {
+        let b = sh("grep ^Groups: /proc/self/status").edit(|spec| {
+            spec["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": gids});
+        });
+        let id = r.tracked_id(prefix);
+        let mut cmd = r.cmd(&["run", "-b", b.path().to_str().unwrap(), &id]);
+        // SAFETY: only setgroups(2) between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(4)])
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let want = if gids == json!([]) {
+            "Groups:"
+        } else {
+            "Groups:\t5"
+        };
+        assert_eq!(line, want, "{prefix}");
+    }
+}

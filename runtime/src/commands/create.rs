@@ -281,6 +281,7 @@ pub fn create_loaded(
         if let Some(fd) = stdio.stderr {
             builder = builder.with_stderr(fd);
         }
+        crate::supplementary_groups::drop_all()?;
         let container = builder
             .as_init(&eff_bundle)
             .with_systemd(false)

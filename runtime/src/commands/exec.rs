@@ -53,7 +53,7 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
         Some(supervise::block_signals()?)
     };
     let stdio = Stdio::inherit();
-    drop_supplementary_groups()?;
+    crate::supplementary_groups::drop_all()?;
     let executor = ProcessExecutor {
         new_keyring: None,
         confinement,
@@ -144,18 +144,6 @@ fn exec_as_tenant(
         .map_err(|e| anyhow::anyhow!(crate::tidy_libcontainer_error(&crate::error_text(&e))))
         .context("exec failed")?;
     Ok(pid.as_raw())
-}
-
-/// libcontainer calls setgroups(2) only for `additionalGids`: without this
-/// the process would keep rcrun's supplementary groups, which are host
-/// groups (in a user namespace, unmapped ones that still grant access).
-fn drop_supplementary_groups() -> Result<()> {
-    match nix::unistd::setgroups(&[]) {
-        Ok(()) => Ok(()),
-        // A caller that may not change its groups has only its own to pass on.
-        Err(nix::errno::Errno::EPERM) if !nix::unistd::geteuid().is_root() => Ok(()),
-        Err(e) => Err(e).context("clear supplementary groups"),
-    }
 }
 
 struct RemoveOnDrop(PathBuf);
