@@ -273,6 +273,43 @@ fn route(
     }
 }
 
+/// What an upgraded connection carries, whatever its transport.
+enum Session {
+    /// A process's stdio: exec or attach.
+    Process(Target, Options),
+    /// Ports of a pod sandbox.
+    PortForward(String),
+}
+
+impl Session {
+    fn of(request: StreamRequest) -> Session {
+        match request {
+            StreamRequest::Exec {
+                container_id,
+                cmd,
+                tty,
+                stdin,
+                stdout,
+                stderr,
+            } => Session::Process(
+                Target::Exec { container_id, cmd },
+                Options::new(stdin, stdout, stderr, tty),
+            ),
+            StreamRequest::Attach {
+                container_id,
+                tty,
+                stdin,
+                stdout,
+                stderr,
+            } => Session::Process(
+                Target::Attach { container_id },
+                Options::new(stdin, stdout, stderr, tty),
+            ),
+            StreamRequest::PortForward { sandbox_id, .. } => Session::PortForward(sandbox_id),
+        }
+    }
+}
+
 fn spdy_upgrade(
     req: &mut Request<hyper::body::Incoming>,
     kind: Kind,
@@ -320,49 +357,13 @@ fn spdy_upgrade(
             Role::Server,
             spdy::Config::default(),
         );
-        match request {
-            StreamRequest::Exec {
-                container_id,
-                cmd,
-                tty,
-                stdin,
-                stdout,
-                stderr,
-            } => {
+        match Session::of(request) {
+            Session::Process(target, options) => {
                 let version = remotecommand::Version::from_protocol(&chosen)
                     .unwrap_or(remotecommand::Version::V1);
-                let target = Target::Exec { container_id, cmd };
-                remotecommand::serve_spdy(
-                    conn,
-                    incoming,
-                    version,
-                    backend,
-                    target,
-                    Options::new(stdin, stdout, stderr, tty),
-                )
-                .await
+                remotecommand::serve_spdy(conn, incoming, version, backend, target, options).await
             }
-            StreamRequest::Attach {
-                container_id,
-                tty,
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                let version = remotecommand::Version::from_protocol(&chosen)
-                    .unwrap_or(remotecommand::Version::V1);
-                let target = Target::Attach { container_id };
-                remotecommand::serve_spdy(
-                    conn,
-                    incoming,
-                    version,
-                    backend,
-                    target,
-                    Options::new(stdin, stdout, stderr, tty),
-                )
-                .await
-            }
-            StreamRequest::PortForward { sandbox_id, .. } => {
+            Session::PortForward(sandbox_id) => {
                 portforward::serve_spdy(conn, incoming, backend, sandbox_id).await
             }
         }
@@ -496,43 +497,11 @@ fn websocket_upgrade(
             Some(websocket::config()),
         )
         .await;
-        match request {
-            StreamRequest::Exec {
-                container_id,
-                cmd,
-                tty,
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                let target = Target::Exec { container_id, cmd };
-                remotecommand::serve_websocket(
-                    ws,
-                    &chosen,
-                    backend,
-                    target,
-                    Options::new(stdin, stdout, stderr, tty),
-                )
-                .await
+        match Session::of(request) {
+            Session::Process(target, options) => {
+                remotecommand::serve_websocket(ws, &chosen, backend, target, options).await
             }
-            StreamRequest::Attach {
-                container_id,
-                tty,
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                let target = Target::Attach { container_id };
-                remotecommand::serve_websocket(
-                    ws,
-                    &chosen,
-                    backend,
-                    target,
-                    Options::new(stdin, stdout, stderr, tty),
-                )
-                .await
-            }
-            StreamRequest::PortForward { sandbox_id, .. } if tunnel => {
+            Session::PortForward(sandbox_id) if tunnel => {
                 let (conn, incoming) = Connection::new(
                     websocket::MessageStream::new(ws),
                     Role::Server,
@@ -540,7 +509,7 @@ fn websocket_upgrade(
                 );
                 portforward::serve_spdy(conn, incoming, backend, sandbox_id).await
             }
-            StreamRequest::PortForward { sandbox_id, .. } => {
+            Session::PortForward(sandbox_id) => {
                 portforward::serve_websocket(ws, &chosen, backend, sandbox_id, ports).await
             }
         }
