@@ -4,5 +4,6 @@ pub mod bundle;
 pub mod cni;
 pub mod daemon;
 pub mod fixtures;
+pub mod images;
 pub mod registry;
 pub mod token_server;

@@ -1,48 +1,28 @@
 //! The CRI ImageService of the daemon over a real local registry (through a
 //! mirror entry), and the `rcrun-cri image` CLI against the running daemon.
+use std::process::Output;
+
 use rcrun_proto::cri;
 use rcrun_tests::daemon::{container_config, pod_config, Daemon, DaemonOptions};
-use rcrun_tests::registry::Registry;
+use rcrun_tests::images::{image_spec, MirroredRegistry};
 
-fn spec(image: &str) -> Option<cri::ImageSpec> {
-    Some(cri::ImageSpec {
-        image: image.into(),
-        ..Default::default()
-    })
+/// `rcrun-cri image <args>` against the daemon.
+fn image_cli(d: &Daemon, args: &[&str]) -> Output {
+    d.command().arg("image").args(args).output().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_list_status_use_and_remove() {
-    let registry = Registry::start();
-    let image = registry.push_image("busybox");
-    let mut d = Daemon::start(DaemonOptions {
-        registry_mirrors: vec![("registry.example.test".into(), vec![registry.url()])],
-        insecure_registries: vec![registry.addr().to_string()],
-        ..Default::default()
-    })
-    .await;
-    let reference = format!(
-        "registry.example.test/{}:{}",
-        image.repository, image.tags[0]
-    );
-    let pulled = d
-        .images
-        .pull_image(cri::PullImageRequest {
-            image: spec(&reference),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(pulled.image_ref, image.config_digest);
+    let MirroredRegistry {
+        daemon: mut d,
+        registry,
+        image,
+        reference,
+    } = MirroredRegistry::start().await;
+    let image_ref = d.pull(&reference, None).await.unwrap();
+    assert_eq!(image_ref, image.config_digest);
 
-    let list = d
-        .images
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list = d.list_images().await.unwrap();
     assert!(
         list.iter()
             .any(|i| i.id == image.config_digest && i.repo_tags.contains(&reference)),
@@ -51,7 +31,7 @@ async fn pull_list_status_use_and_remove() {
     let status = d
         .images
         .image_status(cri::ImageStatusRequest {
-            image: spec(&reference),
+            image: image_spec(&reference),
             verbose: true,
         })
         .await
@@ -65,7 +45,7 @@ async fn pull_list_status_use_and_remove() {
     let none = d
         .images
         .image_status(cri::ImageStatusRequest {
-            image: spec("registry.example.test/none:1"),
+            image: image_spec("registry.example.test/none:1"),
             verbose: false,
         })
         .await
@@ -74,14 +54,7 @@ async fn pull_list_status_use_and_remove() {
     assert!(none.image.is_none());
     // Pulling what the registry lacks: NotFound.
     let missing = format!("{}/none:1", registry.addr());
-    let err = d
-        .images
-        .pull_image(cri::PullImageRequest {
-            image: spec(&missing),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = d.pull(&missing, None).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     let err = d
         .images
@@ -130,17 +103,11 @@ async fn pull_list_status_use_and_remove() {
 
     d.images
         .remove_image(cri::RemoveImageRequest {
-            image: spec(&reference),
+            image: image_spec(&reference),
         })
         .await
         .unwrap();
-    let list = d
-        .images
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list = d.list_images().await.unwrap();
     assert!(
         list.iter().all(|i| !i.repo_tags.contains(&reference)),
         "{list:?}"
@@ -153,48 +120,24 @@ async fn image_cli_imports_lists_and_removes() {
     let fixture = rcrun_tests::fixtures::image("busybox");
     let out = d.import(&fixture.docker_archive()).unwrap();
     assert!(out.contains(&fixture.config_digest[7..20]), "{out}");
-    let ls = d.command().args(["image", "ls"]).output().unwrap();
+    let ls = image_cli(&d, &["ls"]);
     assert!(ls.status.success());
     assert!(String::from_utf8_lossy(&ls.stdout).contains("rcrun-test/busybox:latest"));
-    let list = d
-        .images
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list = d.list_images().await.unwrap();
     assert_eq!(list.len(), 1);
-    let rm = d
-        .command()
-        .args(["image", "rm", &fixture.config_digest])
-        .output()
-        .unwrap();
+    let rm = image_cli(&d, &["rm", &fixture.config_digest]);
     assert!(
         rm.status.success(),
         "{}",
         String::from_utf8_lossy(&rm.stderr)
     );
-    let list = d
-        .images
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list = d.list_images().await.unwrap();
     assert!(list.is_empty(), "{list:?}");
     // Errors are clear and the exit status says so.
-    let rm = d
-        .command()
-        .args(["image", "rm", "no-such-image"])
-        .output()
-        .unwrap();
+    let rm = image_cli(&d, &["rm", "no-such-image"]);
     assert!(!rm.status.success());
     assert!(String::from_utf8_lossy(&rm.stderr).contains("not found"));
-    let bad = d
-        .command()
-        .args(["image", "import", "/etc/hostname"])
-        .output()
-        .unwrap();
+    let bad = image_cli(&d, &["import", "/etc/hostname"]);
     assert!(!bad.status.success());
     assert!(!String::from_utf8_lossy(&bad.stderr).trim().is_empty());
 }

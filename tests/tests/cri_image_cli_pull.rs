@@ -1,9 +1,9 @@
 //! `rcrun-cri image pull` against the running daemon: it pulls through the
 //! daemon's admin socket from a real local registry, prints its layers'
 //! progress, and the CRI sees the image afterwards.
-use rcrun_proto::cri;
 use rcrun_tests::bins::bin;
 use rcrun_tests::daemon::{Daemon, DaemonOptions};
+use rcrun_tests::images::MirroredRegistry;
 use rcrun_tests::registry::Registry;
 
 fn cli_pull(d: &Daemon, reference: &str) -> std::process::Output {
@@ -17,18 +17,12 @@ fn cli_pull(d: &Daemon, reference: &str) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pull_shows_layers_and_the_cri_lists_the_image() {
-    let registry = Registry::start();
-    let image = registry.push_image("busybox");
-    let mut d = Daemon::start(DaemonOptions {
-        registry_mirrors: vec![("registry.example.test".into(), vec![registry.url()])],
-        insecure_registries: vec![registry.addr().to_string()],
-        ..Default::default()
-    })
-    .await;
-    let reference = format!(
-        "registry.example.test/{}:{}",
-        image.repository, image.tags[0]
-    );
+    let MirroredRegistry {
+        daemon: mut d,
+        registry: _registry,
+        image,
+        reference,
+    } = MirroredRegistry::start().await;
     let out = cli_pull(&d, &reference);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -44,13 +38,7 @@ async fn image_pull_shows_layers_and_the_cri_lists_the_image() {
     assert!(!layer_lines.is_empty(), "{stdout}");
     assert_eq!(stdout.lines().last(), Some(image.config_digest.as_str()));
 
-    let list = d
-        .images
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list = d.list_images().await.unwrap();
     assert!(
         list.iter()
             .any(|i| i.id == image.config_digest && i.repo_tags.contains(&reference)),

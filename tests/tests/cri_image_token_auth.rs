@@ -5,6 +5,7 @@
 use rcrun_proto::cri;
 use rcrun_tests::daemon::{Daemon, DaemonOptions};
 use rcrun_tests::fixtures::Image;
+use rcrun_tests::images::{mirror_options, reference, MIRRORED_HOST};
 use rcrun_tests::registry::{http_post_form, http_request, PrefixProxy, Registry};
 use rcrun_tests::token_server::{TokenRequest, TokenServer, SERVICE};
 
@@ -22,20 +23,16 @@ struct Setup {
     reference: String,
 }
 
-async fn setup(mirrors: &[(&str, String)]) -> Setup {
+async fn setup() -> Setup {
     let tokens = TokenServer::start(USER, PASSWORD);
     let registry = Registry::start_with_token_auth(&tokens.registry_auth(), &["busybox"]);
     let image = rcrun_tests::fixtures::image("busybox");
     let daemon = Daemon::start(DaemonOptions {
         insecure_registries: vec![registry.addr().to_string()],
-        registry_mirrors: mirrors
-            .iter()
-            .map(|(host, url)| (host.to_string(), vec![url.clone()]))
-            .collect(),
         ..Default::default()
     })
     .await;
-    let reference = format!("{}/{}:{}", registry.addr(), image.repository, image.tags[0]);
+    let reference = reference(registry.addr(), &image);
     Setup {
         daemon,
         registry,
@@ -45,14 +42,33 @@ async fn setup(mirrors: &[(&str, String)]) -> Setup {
     }
 }
 
-fn pull_request(reference: &str, auth: Option<cri::AuthConfig>) -> cri::PullImageRequest {
-    cri::PullImageRequest {
-        image: Some(cri::ImageSpec {
-            image: reference.into(),
-            ..Default::default()
-        }),
-        auth,
-        ..Default::default()
+/// A token server, a registry trusting it (holding busybox), a mirror in
+/// front of the registry below the path `prefix`, and a daemon that pulls
+/// [`MIRRORED_HOST`] from that mirror.
+struct MirrorSetup {
+    daemon: Daemon,
+    proxy: PrefixProxy,
+    registry: Registry,
+    tokens: TokenServer,
+    image: Image,
+    /// `registry.example.test/<repository>:<tag>`.
+    reference: String,
+}
+
+async fn setup_behind_a_mirror(prefix: &str) -> MirrorSetup {
+    let tokens = TokenServer::start(USER, PASSWORD);
+    let registry = Registry::start_with_token_auth(&tokens.registry_auth(), &["busybox"]);
+    let image = rcrun_tests::fixtures::image("busybox");
+    let proxy = PrefixProxy::start(registry.addr(), prefix);
+    let daemon = Daemon::start(mirror_options(proxy.url())).await;
+    let reference = reference(MIRRORED_HOST, &image);
+    MirrorSetup {
+        daemon,
+        proxy,
+        registry,
+        tokens,
+        image,
+        reference,
     }
 }
 
@@ -64,27 +80,23 @@ fn basic(user: &str, password: &str) -> Option<cri::AuthConfig> {
     })
 }
 
-async fn pull(
-    d: &mut Daemon,
-    reference: &str,
-    auth: Option<cri::AuthConfig>,
-) -> Result<String, tonic::Status> {
-    d.images
-        .pull_image(pull_request(reference, auth))
-        .await
-        .map(|r| r.into_inner().image_ref)
+fn with_registry_token(token: &str) -> Option<cri::AuthConfig> {
+    Some(cri::AuthConfig {
+        registry_token: token.into(),
+        ..Default::default()
+    })
 }
 
-async fn image_names(d: &mut Daemon) -> Vec<String> {
-    d.images
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images
-        .into_iter()
-        .flat_map(|i| i.repo_tags)
-        .collect()
+fn with_identity_token(token: &str) -> Option<cri::AuthConfig> {
+    Some(cri::AuthConfig {
+        identity_token: token.into(),
+        ..Default::default()
+    })
+}
+
+/// The image ref of a pull that must succeed; else the registry's log says why.
+fn pulled(result: Result<String, tonic::Status>, registry: &Registry) -> String {
+    result.unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", registry.log()))
 }
 
 fn pull_scope(image: &Image) -> String {
@@ -100,12 +112,13 @@ fn assert_unauthenticated(result: Result<String, tonic::Status>, what: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_pulls_through_the_token_server_with_the_pull_scope() {
-    let mut s = setup(&[]).await;
-    let id = pull(&mut s.daemon, &s.reference, basic(USER, PASSWORD))
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", s.registry.log()));
+    let mut s = setup().await;
+    let id = pulled(
+        s.daemon.pull(&s.reference, basic(USER, PASSWORD)).await,
+        &s.registry,
+    );
     assert_eq!(id, s.image.config_digest);
-    assert!(image_names(&mut s.daemon).await.contains(&s.reference));
+    assert!(s.daemon.image_names().await.contains(&s.reference));
 
     let requests = s.tokens.requests();
     let granted: Vec<&TokenRequest> = requests.iter().filter(|r| r.granted).collect();
@@ -123,8 +136,8 @@ async fn password_pulls_through_the_token_server_with_the_pull_scope() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_and_no_credentials_are_refused() {
-    let mut s = setup(&[]).await;
-    let wrong = pull(&mut s.daemon, &s.reference, basic(USER, "wrong")).await;
+    let mut s = setup().await;
+    let wrong = s.daemon.pull(&s.reference, basic(USER, "wrong")).await;
     let status = assert_unauthenticated(wrong, "wrong password");
     assert!(
         status.message().contains(&s.image.repository)
@@ -132,15 +145,12 @@ async fn wrong_password_and_no_credentials_are_refused() {
             && status.message().contains("refused the credentials"),
         "the error says who refused: {status:?}"
     );
+    assert_unauthenticated(s.daemon.pull(&s.reference, None).await, "no credentials");
     assert_unauthenticated(
-        pull(&mut s.daemon, &s.reference, None).await,
-        "no credentials",
-    );
-    assert_unauthenticated(
-        pull(&mut s.daemon, &s.reference, basic("nobody", PASSWORD)).await,
+        s.daemon.pull(&s.reference, basic("nobody", PASSWORD)).await,
         "unknown user",
     );
-    assert!(image_names(&mut s.daemon).await.is_empty());
+    assert!(s.daemon.image_names().await.is_empty());
 
     let requests = s.tokens.requests();
     assert!(requests.iter().all(|r| !r.granted), "{requests:?}");
@@ -156,7 +166,7 @@ async fn wrong_password_and_no_credentials_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_token_issued_by_the_server_pulls_and_other_tokens_do_not() {
-    let mut s = setup(&[]).await;
+    let mut s = setup().await;
     // What a client would have fetched itself: Docker's GET form.
     let scope = pull_scope(&s.image);
     let answer = http_request(
@@ -172,42 +182,39 @@ async fn registry_token_issued_by_the_server_pulls_and_other_tokens_do_not() {
     let token = json["token"].as_str().unwrap().to_string();
     assert_eq!(json["access_token"].as_str(), Some(token.as_str()));
 
-    let with_token = |t: &str| {
-        Some(cri::AuthConfig {
-            registry_token: t.into(),
-            ..Default::default()
-        })
-    };
     // A token for another repository: the registry checks the grant.
     let elsewhere = s.tokens.issue(USER, &["some/other-repo"]);
     assert_unauthenticated(
-        pull(&mut s.daemon, &s.reference, with_token(&elsewhere)).await,
+        s.daemon
+            .pull(&s.reference, with_registry_token(&elsewhere))
+            .await,
         "token for another repository",
     );
     assert_unauthenticated(
-        pull(&mut s.daemon, &s.reference, with_token("not.a-jwt.at-all")).await,
+        s.daemon
+            .pull(&s.reference, with_registry_token("not.a-jwt.at-all"))
+            .await,
         "garbage token",
     );
-    assert!(image_names(&mut s.daemon).await.is_empty());
+    assert!(s.daemon.image_names().await.is_empty());
 
-    let id = pull(&mut s.daemon, &s.reference, with_token(&token))
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", s.registry.log()));
+    let id = pulled(
+        s.daemon
+            .pull(&s.reference, with_registry_token(&token))
+            .await,
+        &s.registry,
+    );
     assert_eq!(id, s.image.config_digest);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_token_is_exchanged_for_an_access_token() {
-    let mut s = setup(&[]).await;
+    let mut s = setup().await;
     let identity_token = login(&s.tokens);
-    let with_identity = |t: &str| {
-        Some(cri::AuthConfig {
-            identity_token: t.into(),
-            ..Default::default()
-        })
-    };
     let refused = assert_unauthenticated(
-        pull(&mut s.daemon, &s.reference, with_identity("not-the-token")).await,
+        s.daemon
+            .pull(&s.reference, with_identity_token("not-the-token"))
+            .await,
         "wrong identity token",
     );
     let message = refused.message();
@@ -215,11 +222,14 @@ async fn identity_token_is_exchanged_for_an_access_token() {
         message.contains(&s.tokens.realm()) && message.contains(s.registry.addr()),
         "the error names the token endpoint and the registry: {message}"
     );
-    assert!(image_names(&mut s.daemon).await.is_empty());
+    assert!(s.daemon.image_names().await.is_empty());
 
-    let id = pull(&mut s.daemon, &s.reference, with_identity(&identity_token))
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", s.registry.log()));
+    let id = pulled(
+        s.daemon
+            .pull(&s.reference, with_identity_token(&identity_token))
+            .await,
+        &s.registry,
+    );
     assert_eq!(id, s.image.config_digest);
 
     let requests = s.tokens.requests();
@@ -262,11 +272,8 @@ fn login(tokens: &TokenServer) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_bearer_token_is_renewed_with_the_identity_token_once() {
-    let mut s = setup(&[]).await;
-    let auth = Some(cri::AuthConfig {
-        identity_token: login(&s.tokens),
-        ..Default::default()
-    });
+    let mut s = setup().await;
+    let auth = with_identity_token(&login(&s.tokens));
     let exchanges = |tokens: &TokenServer| {
         tokens
             .requests()
@@ -278,17 +285,15 @@ async fn an_expired_bearer_token_is_renewed_with_the_identity_token_once() {
     // after exactly one renewal.
     s.tokens.expire_next_tokens(2);
     assert_unauthenticated(
-        pull(&mut s.daemon, &s.reference, auth.clone()).await,
+        s.daemon.pull(&s.reference, auth.clone()).await,
         "expired tokens only",
     );
     assert_eq!(exchanges(&s.tokens), 2, "{:?}", s.tokens.requests());
-    assert!(image_names(&mut s.daemon).await.is_empty());
+    assert!(s.daemon.image_names().await.is_empty());
 
     // The first token has expired (as in a long pull): renewed, pulled.
     s.tokens.expire_next_tokens(1);
-    let id = pull(&mut s.daemon, &s.reference, auth)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", s.registry.log()));
+    let id = pulled(s.daemon.pull(&s.reference, auth).await, &s.registry);
     assert_eq!(id, s.image.config_digest);
     assert_eq!(exchanges(&s.tokens), 4, "{:?}", s.tokens.requests());
 }
@@ -302,47 +307,33 @@ async fn an_identity_token_for_a_registry_without_a_token_server_is_refused() {
         ..Default::default()
     })
     .await;
-    let reference = format!("{}/{}:{}", registry.addr(), image.repository, image.tags[0]);
-    let auth = Some(cri::AuthConfig {
-        identity_token: "some-refresh-token".into(),
-        ..Default::default()
-    });
+    let reference = reference(registry.addr(), &image);
+    let auth = with_identity_token("some-refresh-token");
     let refused = assert_unauthenticated(
-        pull(&mut d, &reference, auth).await,
+        d.pull(&reference, auth).await,
         "identity token at a basic-auth registry",
     );
     assert!(
         refused.message().contains("token server") && refused.message().contains(registry.addr()),
         "{refused:?}"
     );
-    assert!(image_names(&mut d).await.is_empty());
+    assert!(d.image_names().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_below_a_path_prefix_serves_the_original_name() {
-    let tokens = TokenServer::start(USER, PASSWORD);
-    let registry = Registry::start_with_token_auth(&tokens.registry_auth(), &["busybox"]);
-    let image = rcrun_tests::fixtures::image("busybox");
-    let proxy = PrefixProxy::start(registry.addr(), "/mirrors/rcrun");
-    let mut d = Daemon::start(DaemonOptions {
-        registry_mirrors: vec![("registry.example.test".into(), vec![proxy.url()])],
-        ..Default::default()
-    })
-    .await;
-    let reference = format!(
-        "registry.example.test/{}:{}",
-        image.repository, image.tags[0]
-    );
+    let mut s = setup_behind_a_mirror("/mirrors/rcrun").await;
 
-    let id = pull(&mut d, &reference, basic(USER, PASSWORD))
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", registry.log()));
-    assert_eq!(id, image.config_digest);
-    let names = image_names(&mut d).await;
-    assert!(names.contains(&reference), "{names:?}");
-    let seen = proxy.requests();
+    let id = pulled(
+        s.daemon.pull(&s.reference, basic(USER, PASSWORD)).await,
+        &s.registry,
+    );
+    assert_eq!(id, s.image.config_digest);
+    let names = s.daemon.image_names().await;
+    assert!(names.contains(&s.reference), "{names:?}");
+    let seen = s.proxy.requests();
     let below = |part: &str| {
-        let start = format!("/mirrors/rcrun/v2/{}/{part}/", image.repository);
+        let start = format!("/mirrors/rcrun/v2/{}/{part}/", s.image.repository);
         seen.iter().any(|t| t.starts_with(&start))
     };
     assert!(below("manifests") && below("blobs"), "{seen:?}");
@@ -353,22 +344,18 @@ async fn mirror_below_a_path_prefix_serves_the_original_name() {
 
     // An identity token is exchanged with the token server the mirror's
     // `/v2/` (below the prefix) names.
-    let identity_token = login(&tokens);
-    let auth = Some(cri::AuthConfig {
-        identity_token,
-        ..Default::default()
-    });
+    let auth = with_identity_token(&login(&s.tokens));
     assert_eq!(
-        pull(&mut d, &reference, auth).await.unwrap(),
-        image.config_digest
+        s.daemon.pull(&s.reference, auth).await.unwrap(),
+        s.image.config_digest
     );
     assert!(
-        tokens
+        s.tokens
             .requests()
             .iter()
             .any(|r| r.grant == "refresh_token" && r.granted),
         "{:?}",
-        tokens.requests()
+        s.tokens.requests()
     );
 }
 
@@ -376,19 +363,7 @@ async fn mirror_below_a_path_prefix_serves_the_original_name() {
 async fn credentials_for_another_server_are_not_sent_to_a_mirror() {
     // As containerd's ParseAuth: an AuthConfig with a server_address belongs
     // to that registry; a mirror on another host is asked anonymously.
-    let tokens = TokenServer::start(USER, PASSWORD);
-    let registry = Registry::start_with_token_auth(&tokens.registry_auth(), &["busybox"]);
-    let image = rcrun_tests::fixtures::image("busybox");
-    let proxy = PrefixProxy::start(registry.addr(), "/mirror");
-    let mut d = Daemon::start(DaemonOptions {
-        registry_mirrors: vec![("registry.example.test".into(), vec![proxy.url()])],
-        ..Default::default()
-    })
-    .await;
-    let reference = format!(
-        "registry.example.test/{}:{}",
-        image.repository, image.tags[0]
-    );
+    let mut s = setup_behind_a_mirror("/mirror").await;
     let for_server = |server: &str| {
         Some(cri::AuthConfig {
             username: USER.into(),
@@ -398,34 +373,40 @@ async fn credentials_for_another_server_are_not_sent_to_a_mirror() {
         })
     };
 
-    let refused = pull(
-        &mut d,
-        &reference,
-        for_server("https://registry.example.test/v1/"),
-    )
-    .await;
+    let refused = s
+        .daemon
+        .pull(
+            &s.reference,
+            for_server("https://registry.example.test/v1/"),
+        )
+        .await;
     assert_unauthenticated(refused, "credentials of the origin at its mirror");
     assert!(
-        tokens.requests().iter().all(|r| r.account != USER),
+        s.tokens.requests().iter().all(|r| r.account != USER),
         "the mirror was given the origin's credentials: {:?}",
-        tokens.requests()
+        s.tokens.requests()
     );
 
     // The same credentials, addressed to the mirror's host, are used there.
-    let mirror_host = registry_host(&proxy.url());
-    let id = pull(&mut d, &reference, for_server(&mirror_host))
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}\nregistry log:\n{}", registry.log()));
-    assert_eq!(id, image.config_digest);
-    assert!(tokens
+    let mirror_host = registry_host(&s.proxy.url());
+    let id = pulled(
+        s.daemon.pull(&s.reference, for_server(&mirror_host)).await,
+        &s.registry,
+    );
+    assert_eq!(id, s.image.config_digest);
+    assert!(s
+        .tokens
         .requests()
         .iter()
         .any(|r| r.account == USER && r.granted));
 
     // An address that names no host is refused before anything is fetched.
-    let bad = pull(&mut d, &reference, for_server("https:///v1/")).await;
+    let bad = s
+        .daemon
+        .pull(&s.reference, for_server("https:///v1/"))
+        .await;
     assert_eq!(
-        bad.as_ref().map_err(|s| s.code()).unwrap_err(),
+        bad.as_ref().map_err(|e| e.code()).unwrap_err(),
         tonic::Code::InvalidArgument,
         "{bad:?}"
     );
