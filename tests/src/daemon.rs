@@ -845,3 +845,64 @@ fn verbose_info(info: &HashMap<String, String>) -> Result<serde_json::Value> {
     let text = info.get("info").context("verbose status without info")?;
     serde_json::from_str(text).context("verbose info is not JSON")
 }
+
+// ---- pods on a CNI bridge network ----
+
+/// A node network namespace with a CNI bridge network configured for it:
+/// a daemon started with [`CniNode::daemon_options`] runs in the node and
+/// gives its pods IPs on the bridge, away from the host's network.
+pub struct CniNode {
+    pub net: crate::cni::BridgeNetwork,
+    _data: tempfile::TempDir,
+    conf: tempfile::TempDir,
+    /// Last to drop: the namespace everything else was made for.
+    pub node: crate::cni::Netns,
+}
+
+impl CniNode {
+    pub fn create() -> CniNode {
+        let node = crate::cni::Netns::create_node().expect("creating a node netns");
+        let conf = tempfile::tempdir().expect("creating a CNI conf dir");
+        let data = tempfile::tempdir().expect("creating a CNI data dir");
+        let net = crate::cni::BridgeNetwork::new(data.path());
+        net.write(conf.path(), "10-rcrun.conflist")
+            .expect("writing the CNI network");
+        CniNode {
+            net,
+            _data: data,
+            conf,
+            node,
+        }
+    }
+
+    /// Options for a daemon in the node, with the bridge network as its CNI.
+    pub fn daemon_options(&self) -> DaemonOptions {
+        DaemonOptions {
+            cni_conf_dir: Some(self.conf.path().to_path_buf()),
+            node_netns: Some(self.node.path.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+impl Daemon {
+    /// What a [`pong_server`] at `server_ip:port` answers a `ping` sent with
+    /// `nc` from container `client`: retried for about 5 s (the server may
+    /// still be starting) until the answer holds `pong`.
+    pub async fn ask_pong_server(&mut self, client: &str, server_ip: &str, port: u16) -> String {
+        let script = format!("echo ping | nc -w 2 {server_ip} {port}");
+        let mut answer = String::new();
+        for _ in 0..50 {
+            let r = self
+                .exec_sync(client, &["sh", "-c", &script], 10)
+                .await
+                .expect("exec nc in the client");
+            answer = String::from_utf8_lossy(&r.stdout).into_owned();
+            if answer.contains("pong") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        answer
+    }
+}

@@ -1,12 +1,10 @@
 //! Pods on a real CNI bridge network (Debian's plugins), with the daemon in
 //! a private "node" network namespace: pod IPs, pod-to-pod traffic, host
 //! network pods, release of IPs on stop, and after a daemon kill -9.
-use std::time::Duration;
-
 use rcrun_proto::cri;
 use rcrun_proto::cri::NamespaceMode;
-use rcrun_tests::cni::{BridgeNetwork, Netns, PLUGIN_DIR};
-use rcrun_tests::daemon::{log_dir, pod_config, pong_server, Daemon, DaemonOptions};
+use rcrun_tests::cni::PLUGIN_DIR;
+use rcrun_tests::daemon::{log_dir, pod_config, pong_server, CniNode, Daemon, DaemonOptions};
 
 async fn pod_ip(d: &mut Daemon, pod_id: &str) -> String {
     d.pod_status(pod_id).await.unwrap().network.unwrap().ip
@@ -17,17 +15,8 @@ async fn pods_get_ips_talk_and_release_them() {
     if !std::path::Path::new(PLUGIN_DIR).join("bridge").exists() {
         panic!("{PLUGIN_DIR}/bridge is missing: apt-get install containernetworking-plugins");
     }
-    let node = Netns::create_node().unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let net = BridgeNetwork::new(data.path());
-    net.write(conf.path(), "10-rcrun.conflist").unwrap();
-    let mut d = Daemon::start(DaemonOptions {
-        cni_conf_dir: Some(conf.path().to_path_buf()),
-        node_netns: Some(node.path.clone()),
-        ..Default::default()
-    })
-    .await;
+    let cni = CniNode::create();
+    let mut d = Daemon::start(cni.daemon_options()).await;
     let image = d.import_fixture("busybox");
     let logs = log_dir();
 
@@ -45,7 +34,7 @@ async fn pods_get_ips_talk_and_release_them() {
         "{server_ip} {client_ip}"
     );
     assert_ne!(server_ip, client_ip);
-    assert_eq!(net.allocated_ips().len(), 2);
+    assert_eq!(cni.net.allocated_ips().len(), 2);
 
     let server = d
         .run_container(&server_id, &server_pod, &pong_server("srv", &image, 8080))
@@ -56,22 +45,7 @@ async fn pods_get_ips_talk_and_release_them() {
         .await
         .unwrap();
     d.wait_running(&server).await.unwrap();
-    let mut answer = String::new();
-    for _ in 0..50 {
-        let r = d
-            .exec_sync(
-                &client,
-                &["sh", "-c", &format!("echo ping | nc -w 2 {server_ip} 8080")],
-                10,
-            )
-            .await
-            .unwrap();
-        answer = String::from_utf8_lossy(&r.stdout).into_owned();
-        if answer.contains("pong") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let answer = d.ask_pong_server(&client, &server_ip, 8080).await;
     assert!(
         answer.contains("pong"),
         "no answer from {server_ip}: {answer:?}"
@@ -98,11 +72,11 @@ async fn pods_get_ips_talk_and_release_them() {
         .network = NamespaceMode::Node as i32;
     let host_id = d.run_pod(&host).await.unwrap();
     assert_eq!(pod_ip(&mut d, &host_id).await, "");
-    assert_eq!(net.allocated_ips().len(), 2);
+    assert_eq!(cni.net.allocated_ips().len(), 2);
 
     // Stop releases the IP (DEL); a killed and restarted daemon still releases the others.
     d.stop_pod(&client_id).await.unwrap();
-    assert_eq!(net.allocated_ips().len(), 1);
+    assert_eq!(cni.net.allocated_ips().len(), 1);
     d.kill9();
     d.restart().await;
     let ready = d
@@ -114,8 +88,13 @@ async fn pods_get_ips_talk_and_release_them() {
     assert!(ready.status.unwrap().conditions.iter().all(|c| c.status));
     assert_eq!(pod_ip(&mut d, &server_id).await, server_ip);
     d.remove_all_pods().await.unwrap();
-    assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
-    let links = node
+    assert!(
+        cni.net.allocated_ips().is_empty(),
+        "{:?}",
+        cni.net.allocated_ips()
+    );
+    let links = cni
+        .node
         .exec(&["ip", "-o", "link", "show", "type", "veth"])
         .unwrap();
     assert!(links.trim().is_empty(), "veths left: {links}");
@@ -123,9 +102,7 @@ async fn pods_get_ips_talk_and_release_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_teardown_keeps_the_network_for_a_retried_stop() {
-    let node = Netns::create_node().unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
+    let cni = CniNode::create();
     let bins = tempfile::tempdir().unwrap();
     for plugin in ["bridge", "host-local", "portmap", "loopback"] {
         std::os::unix::fs::symlink(
@@ -134,31 +111,31 @@ async fn a_failed_teardown_keeps_the_network_for_a_retried_stop() {
         )
         .unwrap();
     }
-    let net = BridgeNetwork::new(data.path());
-    net.write(conf.path(), "10-rcrun.conflist").unwrap();
     let mut d = Daemon::start(DaemonOptions {
-        cni_conf_dir: Some(conf.path().to_path_buf()),
         cni_bin_dirs: vec![bins.path().to_path_buf()],
-        node_netns: Some(node.path.clone()),
-        ..Default::default()
+        ..cni.daemon_options()
     })
     .await;
     let logs = log_dir();
     let pod = pod_config("teardown", logs.path());
     let pod_id = d.run_pod(&pod).await.unwrap();
-    assert_eq!(net.allocated_ips().len(), 1);
+    assert_eq!(cni.net.allocated_ips().len(), 1);
     // The plugins vanish: DEL cannot run, Stop fails and keeps the netns.
     let hidden = bins.path().join("hidden");
     std::fs::create_dir(&hidden).unwrap();
     std::fs::rename(bins.path().join("bridge"), hidden.join("bridge")).unwrap();
     let err = d.stop_pod(&pod_id).await.unwrap_err();
     assert!(err.message().contains("tear down"), "{err:?}");
-    assert_eq!(net.allocated_ips().len(), 1);
+    assert_eq!(cni.net.allocated_ips().len(), 1);
     let err = d.remove_pod(&pod_id).await.unwrap_err();
     assert!(err.message().contains("tear down"), "{err:?}");
     // Back again: the retried Stop releases the IP, Remove finishes.
     std::fs::rename(hidden.join("bridge"), bins.path().join("bridge")).unwrap();
     d.stop_pod(&pod_id).await.unwrap();
-    assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
+    assert!(
+        cni.net.allocated_ips().is_empty(),
+        "{:?}",
+        cni.net.allocated_ips()
+    );
     d.remove_pod(&pod_id).await.unwrap();
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use rcrun_proto::cri;
 use rcrun_proto::cri::NamespaceMode;
 use rcrun_tests::daemon::{
-    container_config, log_dir, pod_config, sleeper, ContainerConfigExt, Daemon, DaemonOptions,
-    PodConfigExt,
+    container_config, log_dir, pod_config, pong_server, sleeper, CniNode, ContainerConfigExt,
+    Daemon, DaemonOptions, PodConfigExt,
 };
 
 /// The host ID the pods' root maps to, and the mapping's length (critest's).
@@ -637,20 +637,10 @@ async fn a_restarted_daemon_keeps_or_releases_the_pinned_user_namespace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cni_attaches_a_user_namespaced_pod() {
-    use rcrun_tests::cni::{BridgeNetwork, Netns};
     // CNI's plugins run as host root and enter the pod's network namespace,
     // which the pod's user namespace owns.
-    let node = Netns::create_node().unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let net = BridgeNetwork::new(data.path());
-    net.write(conf.path(), "10-rcrun.conflist").unwrap();
-    let mut d = Daemon::start(DaemonOptions {
-        cni_conf_dir: Some(conf.path().to_path_buf()),
-        node_netns: Some(node.path.clone()),
-        ..Default::default()
-    })
-    .await;
+    let cni = CniNode::create();
+    let mut d = Daemon::start(cni.daemon_options()).await;
     let image = d.import_fixture("busybox");
     let logs = log_dir();
     let server_pod = pod_config("usernssrv", logs.path()).with_namespaces(pod_userns_options());
@@ -658,11 +648,7 @@ async fn cni_attaches_a_user_namespaced_pod() {
     let server_ip = d.pod_status(&server_id).await.unwrap().network.unwrap().ip;
     assert!(!server_ip.is_empty());
     let server = d
-        .run_container(
-            &server_id,
-            &server_pod,
-            &rcrun_tests::daemon::pong_server("srv", &image, 8080),
-        )
+        .run_container(&server_id, &server_pod, &pong_server("srv", &image, 8080))
         .await
         .unwrap();
     d.wait_running(&server).await.unwrap();
@@ -672,26 +658,15 @@ async fn cni_attaches_a_user_namespaced_pod() {
         .run_container(&client_id, &client_pod, &sleeper("cli", &image))
         .await
         .unwrap();
-    let mut answer = String::new();
-    for _ in 0..50 {
-        let r = d
-            .exec_sync(
-                &client,
-                &["sh", "-c", &format!("echo ping | nc -w 2 {server_ip} 8080")],
-                10,
-            )
-            .await
-            .unwrap();
-        answer = out(&r);
-        if answer.contains("pong") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let answer = d.ask_pong_server(&client, &server_ip, 8080).await;
     assert!(
         answer.contains("pong"),
         "no answer from {server_ip}: {answer:?}"
     );
     d.remove_all_pods().await.unwrap();
-    assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
+    assert!(
+        cni.net.allocated_ips().is_empty(),
+        "{:?}",
+        cni.net.allocated_ips()
+    );
 }
