@@ -483,3 +483,69 @@ pub fn read_until(master: &OwnedFd, needle: &str, timeout: Duration) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+impl SeccompListener {
+    /// A seccomp profile that allows everything but sends `syscalls` to
+    /// this listener, with `metadata` as `listenerMetadata`.
+    pub fn notify_profile(&self, metadata: &str, syscalls: &[&str]) -> Value {
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "listenerPath": self.path(),
+            "listenerMetadata": metadata,
+            "syscalls": [{"names": syscalls, "action": "SCMP_ACT_NOTIFY"}]
+        })
+    }
+}
+
+/// The PID in a `--pid-file`.
+pub fn read_pid(path: &Path) -> i32 {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", path.display()))
+}
+
+/// Makes `cmd` start with `gids` as its supplementary groups: what rcrun
+/// inherits from its caller and must not pass on.
+pub fn set_supplementary_groups(cmd: &mut Command, gids: &[u32]) {
+    let gids: Vec<nix::unistd::Gid> = gids
+        .iter()
+        .map(|&g| nix::unistd::Gid::from_raw(g))
+        .collect();
+    // SAFETY: only setgroups(2) between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            nix::unistd::setgroups(&gids).map_err(std::io::Error::from)
+        });
+    }
+}
+
+impl Rcrun {
+    /// Runs `script` with `sh -e` in a private mount namespace with `$RCRUN`
+    /// (rcrun with this root), `$BUNDLE` and `$ID` (tracked) set; asserts it
+    /// succeeds and returns its stdout.
+    pub fn in_private_mount_ns(&self, bundle: &Bundle, id: &str, script: &str) -> String {
+        self.track(id);
+        let rcrun = format!(
+            "{} --root {}",
+            bin("rcrun").display(),
+            self.root().display()
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-ec", script])
+            .env("RCRUN", rcrun)
+            .env("BUNDLE", bundle.path())
+            .env("ID", id)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run unshare");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

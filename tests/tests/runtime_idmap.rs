@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rcrun_tests::bundle::{
-    assert_no_leftovers, default_cgroups_path, Bundle, ConsoleSocket, Rcrun,
+    assert_no_leftovers, default_cgroups_path, unique_id, Bundle, ConsoleSocket, Rcrun,
 };
 use serde_json::{json, Value};
 
@@ -44,12 +44,6 @@ fn source_dir(uid: u32) -> tempfile::TempDir {
 fn owner(path: &Path) -> (u32, u32) {
     let md = std::fs::metadata(path).unwrap();
     (md.uid(), md.gid())
-}
-
-fn run_ok(r: &Rcrun, b: &Bundle, prefix: &str) -> String {
-    let (code, out, err) = r.run_fg(b, &r.tracked_id(prefix));
-    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    out
 }
 
 /// The mountinfo line of the mount on `point`, printed by a container.
@@ -95,7 +89,7 @@ fn idmap_without_mappings_uses_the_containers_user_namespace() {
                    "source": src.path().join("file"), "options": ["bind", "idmap"]}),
         );
     });
-    let out = run_ok(&r, &b, "idmapns");
+    let out = r.run_fg_ok(&b, "idmapns");
     let lines: Vec<&str> = out.lines().collect();
     // Host root's file is the container's root's through the idmapped
     // mount, and nobody's through the plain one.
@@ -132,7 +126,7 @@ fn a_mounts_own_mappings_map_the_source_ids() {
                    "gidMappings": [{"containerID": 1000, "hostID": 100000, "size": 1}]}),
         );
     });
-    let out = run_ok(&r, &b, "idmapown");
+    let out = r.run_fg_ok(&b, "idmapown");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[..3], ["0:0", "made", "writable"], "{out}");
     assert!(
@@ -161,38 +155,13 @@ fn own_mappings_work_without_a_user_namespace() {
                    "gidMappings": [{"containerID": 0, "hostID": 4321, "size": 10}]}),
         );
     });
-    let out = run_ok(&r, &b, "idmaproot");
+    let out = r.run_fg_ok(&b, "idmaproot");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[..3], ["1234:4321", "content", "read-only"], "{out}");
     assert!(
         lines[3].contains(" ro,") && lines[3].contains("idmapped"),
         "{out}"
     );
-}
-
-/// Runs `script` with `sh -e` in a private mount namespace with `$RCRUN`
-/// (rcrun with the test's root), `$BUNDLE` and `$ID` set; returns stdout.
-fn in_private_mount_ns(r: &Rcrun, b: &Bundle, script: &str) -> String {
-    let id = r.tracked_id("idmapns");
-    let rcrun = format!(
-        "{} --root {}",
-        rcrun_tests::bins::bin("rcrun").display(),
-        r.root().display()
-    );
-    let out = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-ec", script])
-        .env("RCRUN", rcrun)
-        .env("BUNDLE", b.path())
-        .env("ID", &id)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run unshare");
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -220,7 +189,7 @@ fn ridmap_covers_submounts_and_idmap_only_the_mount() {
          $RCRUN run -b $BUNDLE $ID",
         src.path().display()
     );
-    let out = in_private_mount_ns(&r, &b, &script);
+    let out = r.in_private_mount_ns(&b, &unique_id("idmapns"), &script);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         ["0", "0", "0", "65534"],
@@ -256,7 +225,7 @@ fn mounts_after_an_idmapped_mount_stay_on_top_of_it() {
             add_mount(spec, m);
         }
     });
-    let out = run_ok(&r, &b, "idmapnest");
+    let out = r.run_fg_ok(&b, "idmapnest");
     // The mount listed before the idmapped one is covered by it, as in
     // spec order; the ones after it are on top.
     assert_eq!(
@@ -306,7 +275,7 @@ fn runbindable_makes_every_mount_unbindable() {
                    "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}),
         );
     });
-    let out = run_ok(&r, &b, "runbind");
+    let out = r.run_fg_ok(&b, "runbind");
     // Every mount, masked and read-only paths included; those still mask
     // and protect, and sysctls still apply.
     assert_eq!(
@@ -520,7 +489,7 @@ fn an_idmapped_mount_that_fails_in_the_hook_leaves_nothing_behind() {
     // not own: the hook fails after the namespaces and the cgroup exist.
     let r = Rcrun::new();
     let src = source_dir(0);
-    let dest = format!("/{}", rcrun_tests::bundle::unique_id("idmap-nowhere"));
+    let dest = format!("/{}", unique_id("idmap-nowhere"));
     let b = sh("true").edit(|spec| {
         in_user_namespace(spec);
         add_mount(

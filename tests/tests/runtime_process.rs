@@ -4,7 +4,9 @@
 use std::io::Read;
 use std::os::fd::AsRawFd;
 
-use rcrun_tests::bundle::{unique_id, Bundle, Rcrun, SeccompListener};
+use rcrun_tests::bundle::{
+    read_pid, set_supplementary_groups, unique_id, Bundle, Rcrun, SeccompListener,
+};
 use serde_json::{json, Value};
 
 fn sh(script: &str) -> Bundle {
@@ -121,13 +123,7 @@ fn exec_hands_its_seccomp_notify_fd_to_the_listener() {
     let r = Rcrun::new();
     let listener = SeccompListener::new();
     let b = Bundle::new(&["sleep", "1000"]).edit(|spec| {
-        spec["linux"]["seccomp"] = json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "architectures": ["SCMP_ARCH_X86_64"],
-            "listenerPath": listener.path(),
-            "listenerMetadata": "exec-metadata",
-            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
-        });
+        spec["linux"]["seccomp"] = listener.notify_profile("exec-metadata", &["mkdir", "mkdirat"]);
     });
     let agent = std::thread::spawn(move || {
         let init = listener.receive();
@@ -150,12 +146,7 @@ fn exec_hands_its_seccomp_notify_fd_to_the_listener() {
     assert_eq!((init_fds, exec_fds), (1, 1));
     assert_eq!(state["metadata"], "exec-metadata");
     assert_eq!(state["state"]["id"], id.as_str());
-    let exec_pid: i64 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(state["pid"], exec_pid);
+    assert_eq!(state["pid"], i64::from(read_pid(&pid_file)));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Seccomp:\t2\nrc=1\n");
 }
 
@@ -164,13 +155,7 @@ fn seccomp_notify_sends_the_listener_fd_and_state() {
     let r = Rcrun::new();
     let listener = SeccompListener::new();
     let b = sh("mkdir /tmp/d; echo rc=$?").edit(|spec| {
-        spec["linux"]["seccomp"] = json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "architectures": ["SCMP_ARCH_X86_64"],
-            "listenerPath": listener.path(),
-            "listenerMetadata": "test-metadata",
-            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
-        });
+        spec["linux"]["seccomp"] = listener.notify_profile("test-metadata", &["mkdir", "mkdirat"]);
     });
     let id = r.tracked_id("notify");
     let agent = std::thread::spawn(move || listener.receive());
@@ -462,31 +447,6 @@ fn tmpcopyup_fills_the_tmpfs_with_the_rootfs_contents() {
     );
 }
 
-/// Runs `script` in a private mount namespace with `$RCRUN` (rcrun with the
-/// test's root), `$BUNDLE` and `$ID` set; returns its stdout.
-fn in_private_mount_ns(r: &Rcrun, b: &Bundle, id: &str, script: &str) -> String {
-    r.track(id);
-    let rcrun = format!(
-        "{} --root {}",
-        rcrun_tests::bins::bin("rcrun").display(),
-        r.root.path().display()
-    );
-    let out = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-ec", script])
-        .env("RCRUN", rcrun)
-        .env("BUNDLE", b.path())
-        .env("ID", id)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run unshare");
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn bind_mount_propagation_options_are_applied() {
     // SRC is a shared tmpfs in a private copy of the host's mount namespace.
@@ -523,7 +483,7 @@ fn bind_mount_propagation_options_are_applied() {
              $RCRUN delete -f $ID",
             src = src.path().display()
         );
-        let out = in_private_mount_ns(&r, &b, &id, &script);
+        let out = r.in_private_mount_ns(&b, &id, &script);
         assert_eq!(
             out.lines().collect::<Vec<_>>(),
             [
@@ -568,13 +528,7 @@ fn the_container_does_not_get_rcruns_supplementary_groups() {
         });
         let id = r.tracked_id(prefix);
         let mut cmd = r.cmd(&["run", "-b", b.path().to_str().unwrap(), &id]);
-        // SAFETY: only setgroups(2) between fork and exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(4)])
-                    .map_err(std::io::Error::from)
-            });
-        }
+        set_supplementary_groups(&mut cmd, &[4]);
         let out = cmd.output().unwrap();
         assert!(
             out.status.success(),

@@ -1,11 +1,12 @@
 //! `rcrun exec` into containers with their own user namespace: the process
 //! joins it (and every other namespace and the cgroup of the container),
 //! has the container's ids and capabilities there, and nothing of host root.
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use rcrun_tests::bundle::{Bundle, ConsoleSocket, Rcrun};
+use rcrun_tests::bundle::{
+    read_pid, set_supplementary_groups, Bundle, ConsoleSocket, Rcrun, SeccompListener,
+};
 use serde_json::{json, Value};
 
 /// Host ids of the container's ids 0..65536.
@@ -14,16 +15,15 @@ const HOST_ID: u32 = 100000;
 /// A bundle running `args` in a user namespace that maps container ids
 /// 0..65536 to host ids 100000.., plus cgroup and time namespaces.
 fn userns_bundle(args: &[&str]) -> Bundle {
-    let mut b = Bundle::new(args);
-    let ns = b.spec["linux"]["namespaces"].as_array_mut().unwrap();
-    ns.push(json!({"type": "user"}));
-    ns.push(json!({"type": "cgroup"}));
-    ns.push(json!({"type": "time"}));
-    let map = json!([{"containerID": 0, "hostID": HOST_ID, "size": 65536}]);
-    b.spec["linux"]["uidMappings"] = map.clone();
-    b.spec["linux"]["gidMappings"] = map;
-    b.write();
-    b
+    Bundle::new(args).edit(|spec| {
+        let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.push(json!({"type": "user"}));
+        ns.push(json!({"type": "cgroup"}));
+        ns.push(json!({"type": "time"}));
+        let map = json!([{"containerID": 0, "hostID": HOST_ID, "size": 65536}]);
+        spec["linux"]["uidMappings"] = map.clone();
+        spec["linux"]["gidMappings"] = map;
+    })
 }
 
 fn status_field(status: &str, key: &str) -> String {
@@ -39,14 +39,6 @@ fn proc_status(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap()
 }
 
-fn read_pid(path: &std::path::Path) -> i32 {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// A process we started (detached), killed by PID when the test ends.
 struct KillOnDrop(i32);
 
@@ -57,6 +49,28 @@ impl Drop for KillOnDrop {
             libc::kill(self.0, libc::SIGKILL);
         }
     }
+}
+
+/// `rcrun exec <options> --pid-file <bundle>/exec.pid <id> <args>` of a
+/// process that stays (`options` detach it); its PID, killed at drop.
+fn exec_detached(r: &Rcrun, b: &Bundle, options: &[&str], id: &str, args: &[&str]) -> KillOnDrop {
+    let pid_file = b.path().join("exec.pid");
+    let mut exec = vec!["exec"];
+    exec.extend_from_slice(options);
+    exec.extend_from_slice(&["--pid-file", pid_file.to_str().unwrap(), id]);
+    exec.extend_from_slice(args);
+    r.ok(&exec);
+    KillOnDrop(read_pid(&pid_file))
+}
+
+/// What execs left in the container's state directory (sockets, links).
+fn exec_leftovers(r: &Rcrun, id: &str) -> Vec<String> {
+    std::fs::read_dir(r.root().join(id))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("exec-"))
+        .collect()
 }
 
 #[test]
@@ -94,20 +108,14 @@ fn exec_runs_with_the_containers_ids_in_its_user_namespace() {
     assert_eq!(out.lines().collect::<Vec<_>>(), ["1000", "1000"]);
 
     // Seen from the host, the process runs as the mapped ids.
-    let pf = b.path().join("exec.pid");
-    r.ok(&[
-        "exec",
-        "-d",
-        "--pid-file",
-        pf.to_str().unwrap(),
-        "--user",
-        "1000:1000",
+    let exec = exec_detached(
+        &r,
+        &b,
+        &["-d", "--user", "1000:1000"],
         &id,
-        "sleep",
-        "1000",
-    ]);
-    let pid = read_pid(&pf);
-    let _kill = KillOnDrop(pid);
+        &["sleep", "1000"],
+    );
+    let pid = exec.0;
     let status = proc_status(pid);
     let host = (HOST_ID + 1000).to_string();
     assert_eq!(
@@ -131,18 +139,8 @@ fn detached_exec_is_in_every_namespace_and_the_cgroup_of_the_container() {
     let b = userns_bundle(&["sleep", "1000"]);
     let id = r.run_detached("uxns", &b);
     let init = r.pid(&id);
-    let pf = b.path().join("exec.pid");
-    r.ok(&[
-        "exec",
-        "--detach",
-        "--pid-file",
-        pf.to_str().unwrap(),
-        &id,
-        "sleep",
-        "1000",
-    ]);
-    let pid = read_pid(&pf);
-    let _kill = KillOnDrop(pid);
+    let exec = exec_detached(&r, &b, &["--detach"], &id, &["sleep", "1000"]);
+    let pid = exec.0;
     assert_ne!(pid, init);
     for ns in ["user", "pid", "net", "ipc", "uts", "mnt", "cgroup", "time"] {
         let want = std::fs::read_link(format!("/proc/{init}/ns/{ns}")).unwrap();
@@ -175,12 +173,7 @@ fn exit_codes_and_errors_pass_through() {
     let err = r.fails(&["exec", &id, "no-such-command"]);
     assert!(err.contains("no-such-command"), "{err}");
     // The failed exec left no socket or link behind in the state directory.
-    let leftovers: Vec<String> = std::fs::read_dir(r.root().join(&id))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("exec-"))
-        .collect();
+    let leftovers = exec_leftovers(&r, &id);
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -197,22 +190,22 @@ fn exec_cannot_do_what_only_host_root_may() {
     std::fs::write(&private, "secret\n").unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
 
-    let mut b = userns_bundle(&["sleep", "1000"]);
-    // Capabilities that would let host root do all of it.
-    let caps = json!([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_DAC_READ_SEARCH",
-        "CAP_FOWNER",
-        "CAP_SYS_ADMIN"
-    ]);
-    b.spec["process"]["capabilities"] =
-        json!({"bounding": caps, "effective": caps, "permitted": caps});
-    b.spec["mounts"].as_array_mut().unwrap().push(json!({
-        "destination": "/home", "type": "bind", "source": host.path(),
-        "options": ["rbind", "rw"]
-    }));
-    b.write();
+    let b = userns_bundle(&["sleep", "1000"]).edit(|spec| {
+        // Capabilities that would let host root do all of it.
+        let caps = json!([
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_DAC_READ_SEARCH",
+            "CAP_FOWNER",
+            "CAP_SYS_ADMIN"
+        ]);
+        spec["process"]["capabilities"] =
+            json!({"bounding": caps, "effective": caps, "permitted": caps});
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/home", "type": "bind", "source": host.path(),
+            "options": ["rbind", "rw"]
+        }));
+    });
     let id = r.run_detached("uxroot", &b);
 
     let attempt = |script: &str| {
@@ -267,14 +260,14 @@ fn exec_gets_the_containers_capabilities_seccomp_and_no_new_privs() {
     ];
     for no_new_privs in [false, true] {
         let r = Rcrun::new();
-        let mut b = userns_bundle(&["sleep", "1000"]);
-        b.spec["process"]["noNewPrivileges"] = json!(no_new_privs);
-        b.spec["linux"]["seccomp"] = json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+        let b = userns_bundle(&["sleep", "1000"]).edit(|spec| {
+            spec["process"]["noNewPrivileges"] = json!(no_new_privs);
+            spec["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+            });
         });
-        b.write();
         let id = r.run_detached("uxsec", &b);
         let init = proc_status(r.pid(&id));
         let got = r.ok(&["exec", &id, "cat", "/proc/self/status"]);
@@ -299,23 +292,24 @@ fn exec_with_a_terminal_sends_the_pty_master() {
     let b = userns_bundle(&["sleep", "1000"]);
     let id = r.run_detached("uxtty", &b);
     let sock = ConsoleSocket::new();
-    let pf = b.path().join("exec.pid");
-    r.ok(&[
-        "exec",
-        "-d",
-        "-t",
-        "--console-socket",
-        sock.path().to_str().unwrap(),
-        "--pid-file",
-        pf.to_str().unwrap(),
+    let exec = exec_detached(
+        &r,
+        &b,
+        &[
+            "-d",
+            "-t",
+            "--console-socket",
+            sock.path().to_str().unwrap(),
+        ],
         &id,
-        "sh",
-        "-c",
-        "tty; echo uid=$(id -u); echo exec-tty-ok; sleep 5",
-    ]);
+        &[
+            "sh",
+            "-c",
+            "tty; echo uid=$(id -u); echo exec-tty-ok; sleep 5",
+        ],
+    );
     let master = sock.receive();
-    let pid = read_pid(&pf);
-    let _kill = KillOnDrop(pid);
+    let pid = exec.0;
     let uid = status_field(&proc_status(pid), "Uid");
     assert_eq!(uid.split_whitespace().next(), Some("100000"), "{uid}");
     let out = rcrun_tests::bundle::read_until(&master, "exec-tty-ok", Duration::from_secs(10));
@@ -324,12 +318,7 @@ fn exec_with_a_terminal_sends_the_pty_master() {
         "{out:?}"
     );
     // No console link is left in the state directory.
-    let links: Vec<String> = std::fs::read_dir(r.root().join(&id))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("exec-"))
-        .collect();
+    let links = exec_leftovers(&r, &id);
     assert!(links.is_empty(), "{links:?}");
 }
 
@@ -412,13 +401,7 @@ fn exec_does_not_pass_on_rcruns_supplementary_groups() {
             args.extend_from_slice(extra);
             args.extend_from_slice(&[&id, "grep", "^Groups:", "/proc/self/status"]);
             let mut cmd = r.cmd(&args);
-            // SAFETY: only setgroups(2) between fork and exec.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                    nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(4)])
-                        .map_err(std::io::Error::from)
-                });
-            }
+            set_supplementary_groups(&mut cmd, &[4]);
             let out = cmd.output().unwrap();
             assert!(
                 out.status.success(),
@@ -432,57 +415,20 @@ fn exec_does_not_pass_on_rcruns_supplementary_groups() {
     }
 }
 
-/// Accepts one connection on a seccomp listener socket; returns the state
-/// sent and the number of fds (closed: the pending syscall fails).
-fn receive_seccomp_notify(listener: &std::os::unix::net::UnixListener) -> (Value, usize) {
-    let (stream, _) = listener.accept().unwrap();
-    let mut buf = [0u8; 8192];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = nix::sys::socket::recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        nix::sys::socket::MsgFlags::empty(),
-    )
-    .unwrap();
-    let mut fds = Vec::new();
-    for c in msg.cmsgs().unwrap() {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(f) = c {
-            fds.extend(f);
-        }
-    }
-    let n = msg.bytes;
-    for fd in &fds {
-        // SAFETY: we own the received fd.
-        unsafe { libc::close(*fd) };
-    }
-    let state: Value = serde_json::from_slice(&buf[..n]).unwrap();
-    (state, fds.len())
-}
-
 #[test]
 fn exec_hands_its_seccomp_notify_fd_to_the_listener() {
     let r = Rcrun::new();
-    let dir = tempfile::tempdir().unwrap();
-    let sock_path = dir.path().join("seccomp.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
-    let mut b = userns_bundle(&["sleep", "1000"]);
-    b.spec["linux"]["seccomp"] = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64"],
-        "listenerPath": sock_path,
-        "listenerMetadata": "userns-exec",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    let listener = SeccompListener::new();
+    let b = userns_bundle(&["sleep", "1000"]).edit(|spec| {
+        spec["linux"]["seccomp"] = listener.notify_profile("userns-exec", &["mkdir", "mkdirat"]);
     });
-    b.write();
     let agent = std::thread::spawn(move || {
-        let init = receive_seccomp_notify(&listener);
-        let exec = receive_seccomp_notify(&listener);
+        let init = listener.receive();
+        let exec = listener.receive();
         (init, exec)
     });
     let id = r.run_detached("uxnotify", &b);
-    let pid_file = dir.path().join("exec.pid");
+    let pid_file = b.path().join("exec.pid");
     let out = r.run(&[
         "exec",
         "--pid-file",
