@@ -38,6 +38,12 @@ pub fn pull_request(reference: &str, auth: Option<cri::AuthConfig>) -> cri::Pull
     }
 }
 
+/// Whether `list` holds the image `id` tagged `tag`.
+pub fn lists_image(list: &[cri::Image], id: &str, tag: &str) -> bool {
+    list.iter()
+        .any(|i| i.id == id && i.repo_tags.iter().any(|t| t == tag))
+}
+
 /// A plain-http registry holding busybox, and a daemon reaching it through
 /// a mirror entry for [`MIRRORED_HOST`].
 pub struct MirroredRegistry {

@@ -4,7 +4,7 @@ use std::process::Output;
 
 use rcrun_proto::cri;
 use rcrun_tests::daemon::{container_config, pod_config, Daemon, DaemonOptions};
-use rcrun_tests::images::{image_spec, MirroredRegistry};
+use rcrun_tests::images::{image_spec, lists_image, MirroredRegistry};
 
 /// `rcrun-cri image <args>` against the daemon.
 fn image_cli(d: &Daemon, args: &[&str]) -> Output {
@@ -24,8 +24,7 @@ async fn pull_list_status_use_and_remove() {
 
     let list = d.list_images().await.unwrap();
     assert!(
-        list.iter()
-            .any(|i| i.id == image.config_digest && i.repo_tags.contains(&reference)),
+        lists_image(&list, &image.config_digest, &reference),
         "{list:?}"
     );
     let status = d

@@ -3,7 +3,7 @@
 //! progress, and the CRI sees the image afterwards.
 use rcrun_tests::bins::bin;
 use rcrun_tests::daemon::{Daemon, DaemonOptions};
-use rcrun_tests::images::MirroredRegistry;
+use rcrun_tests::images::{lists_image, MirroredRegistry};
 use rcrun_tests::registry::Registry;
 
 fn cli_pull(d: &Daemon, reference: &str) -> std::process::Output {
@@ -40,8 +40,7 @@ async fn image_pull_shows_layers_and_the_cri_lists_the_image() {
 
     let list = d.list_images().await.unwrap();
     assert!(
-        list.iter()
-            .any(|i| i.id == image.config_digest && i.repo_tags.contains(&reference)),
+        lists_image(&list, &image.config_digest, &reference),
         "{list:?}"
     );
 }
