@@ -9,7 +9,8 @@
 # images keep their original names), a bridge+portmap CNI network, and runs
 # critest. Everything it started is stopped by PID at the end.
 # Prints "N passed, N failed, N skipped"; the full report goes to
-# ${REPORT_DIR:-target/conformance}.
+# ${REPORT_DIR:-target/conformance}. RUNTIME=/usr/sbin/runc (or crun) runs
+# the same suite with that OCI runtime as the default handler.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -105,7 +106,7 @@ default_runtime = "rcrun"
 monitor_path = "$bin/rcrun-monitor"
 
 [runtimes.rcrun]
-path = "$bin/rcrun"
+path = "${RUNTIME:-$bin/rcrun}"
 
 [cni]
 conf_dirs = ["$work/cni/net.d"]
