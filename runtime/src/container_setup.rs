@@ -523,7 +523,7 @@ fn copy_dir_contents(src: &Path, dst: &Path) -> Result<()> {
 }
 
 /// Sets IFF_UP on `lo` in the current network namespace.
-fn loopback_up() -> Result<()> {
+pub(crate) fn loopback_up() -> Result<()> {
     // SAFETY: plain socket(2) call.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

@@ -88,39 +88,15 @@ fn loopback_from_runtime(setup: &mut container_setup::Plan, spec: &Spec) -> bool
 /// container's init, our child: its PID cannot be reused meanwhile).
 fn loopback_up_in(pid: i32) -> Result<()> {
     use nix::sched::{setns, CloneFlags};
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    use std::os::fd::AsRawFd;
 
     let own = std::fs::File::open("/proc/self/ns/net").context("open rcrun's network namespace")?;
     let target = std::fs::File::open(format!("/proc/{pid}/ns/net"))
         .context("open the container's network namespace")?;
     setns(&target, CloneFlags::CLONE_NEWNET).context("enter the container's network namespace")?;
-    // A socket belongs to the namespace it was made in: make it there, go
-    // back, then configure the interface through it.
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    );
+    let up = container_setup::loopback_up().context("bring up the loopback interface");
+    // Back before anything else, whether or not that worked.
     setns(&own, CloneFlags::CLONE_NEWNET).context("return to rcrun's network namespace")?;
-    let sock = sock.context("socket in the container's network namespace")?;
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: ioctls on a socket with a properly initialised ifreq.
-    unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(std::io::Error::last_os_error()).context("read the flags of lo");
-        }
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(std::io::Error::last_os_error()).context("bring up the loopback interface");
-        }
-    }
-    Ok(())
+    up
 }
 
 /// Writes a file that must not exist yet.
