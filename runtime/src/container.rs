@@ -121,13 +121,8 @@ impl Meta {
     /// file must not exist). Readers treat a missing or partial record as
     /// absent and fall back to libcontainer's state.
     pub fn save(&self, root: &Root, id: &str) -> Result<()> {
-        use std::io::Write;
         let data = serde_json::to_vec(self)?;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(root.bundle_dir(id).join(META_FILE))
-            .and_then(|mut f| f.write_all(&data))
+        crate::fsutil::write_new(&root.bundle_dir(id).join(META_FILE), &data)
             .context("write container record")
     }
 }

@@ -19,6 +19,16 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// Writes a file that must not exist yet (one exclusive write: for files in
+/// a directory this process has just made, which nobody else writes to).
+pub fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?
+        .write_all(data)
+}
+
 /// Removes a directory tree; a missing one is not an error (cleanup must be
 /// idempotent).
 pub fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {

@@ -99,16 +99,6 @@ fn loopback_up_in(pid: i32) -> Result<()> {
     up
 }
 
-/// Writes a file that must not exist yet.
-fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?
-        .write_all(data)
-}
-
 fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
@@ -232,7 +222,7 @@ pub fn create_loaded(
         }
         // The directory was created above by this process: nobody else
         // writes here, so plain exclusive writes do (no temp file + rename).
-        write_new(
+        crate::fsutil::write_new(
             &eff_bundle.join("config.json"),
             &serde_json::to_vec(&spec).context("serialize the effective config")?,
         )
