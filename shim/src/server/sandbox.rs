@@ -40,19 +40,11 @@ impl PodNamespaces {
 /// its user namespace must own: a user-namespaced pod cannot share the
 /// host's network, IPC or PID namespace (Kubernetes' own rule for
 /// `hostUsers: false`).
-fn validate_user_namespace(
-    config: &cri::PodSandboxConfig,
-    ns: &PodNamespaces,
-) -> RpcResult<Option<rcrun_cri_spec::PodIdMappings>> {
-    let opts = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.as_ref())
-        .and_then(|n| n.userns_options.as_ref());
-    let user = rcrun_cri_spec::pod_id_mappings(opts, USERNS_FIELD)
+fn validate_user_namespace(config: &cri::PodSandboxConfig, ns: &PodNamespaces) -> RpcResult<()> {
+    let opts = namespace_options(config).and_then(|n| n.userns_options.as_ref());
+    rcrun_cri_spec::pod_id_mappings(opts, USERNS_FIELD)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    if user.is_some() {
+    if ns.user.is_some() {
         for (shared, what) in [
             (ns.host_network, "network"),
             (ns.host_ipc, "IPC"),
@@ -65,16 +57,20 @@ fn validate_user_namespace(
             }
         }
     }
-    Ok(user)
+    Ok(())
 }
 
-pub fn pod_namespaces(config: &cri::PodSandboxConfig) -> PodNamespaces {
-    let opts = config
+/// The pod's `linux.security_context.namespace_options`, if given.
+fn namespace_options(config: &cri::PodSandboxConfig) -> Option<&cri::NamespaceOption> {
+    config
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default();
+        .and_then(|s| s.namespace_options.as_ref())
+}
+
+pub fn pod_namespaces(config: &cri::PodSandboxConfig) -> PodNamespaces {
+    let opts = namespace_options(config).cloned().unwrap_or_default();
     PodNamespaces {
         host_network: opts.network == NamespaceMode::Node as i32,
         host_ipc: opts.ipc == NamespaceMode::Node as i32,
@@ -591,12 +587,7 @@ impl Daemon {
             } as i32,
             target_id: String::new(),
             // As containerd: the options the pod was created with.
-            userns_options: record
-                .config
-                .linux
-                .as_ref()
-                .and_then(|l| l.security_context.as_ref())
-                .and_then(|s| s.namespace_options.as_ref())
+            userns_options: namespace_options(&record.config)
                 .and_then(|n| n.userns_options.clone()),
         };
         cri::PodSandboxStatus {
