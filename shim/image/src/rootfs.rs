@@ -125,9 +125,19 @@ impl IdmappedLayers {
 impl Drop for IdmappedLayers {
     fn drop(&mut self) {
         for path in &self.paths {
-            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+            if let Err(e) = unmount(path) {
+                tracing::warn!(path = %path.display(), error = %e, "unmounting an idmapped layer");
+            }
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+        // Only empty mount points are removed: a layer still mounted (its
+        // unmount failed) must not be emptied by a recursive removal.
+        let removed = std::fs::read_dir(&self.dir).and_then(|entries| {
+            for entry in entries {
+                std::fs::remove_dir(entry?.path())?;
+            }
+            std::fs::remove_dir(&self.dir)
+        });
+        if let Err(e) = removed {
             tracing::warn!(dir = %self.dir.display(), error = %e, "removing the idmapped layer mounts");
         }
     }
