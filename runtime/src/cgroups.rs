@@ -196,30 +196,13 @@ fn v1_mounts(mountinfo: &str) -> Vec<(PathBuf, Vec<&str>)> {
             .filter(|o| V1_CONTROLLERS.contains(o))
             .collect();
         if !controllers.is_empty() {
-            out.push((PathBuf::from(unescape_mount_path(mount_point)), controllers));
+            out.push((
+                PathBuf::from(crate::fsutil::unescape_mountinfo(mount_point)),
+                controllers,
+            ));
         }
     }
     out
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo` (octal).
-fn unescape_mount_path(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// PIDs in a v1 cgroup directory and all its sub-cgroups.
