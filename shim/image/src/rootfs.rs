@@ -173,11 +173,16 @@ fn idmapped_bind(source: &Path, target: &Path, userns_fd: i32) -> std::io::Resul
         )
     })
     .map_err(|e| std::io::Error::new(e.kind(), format!("mount_setattr(MOUNT_ATTR_IDMAP): {e}")))?;
+    move_mount(&tree, target)
+}
+
+/// Attaches the detached mount `mnt` (from fsmount or open_tree) at `target`.
+fn move_mount(mnt: &OwnedFd, target: &Path) -> std::io::Result<()> {
     let target_c = cpath(target)?;
     check(unsafe {
         libc::syscall(
             libc::SYS_move_mount,
-            tree.as_raw_fd(),
+            mnt.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_FDCWD,
             target_c.as_ptr(),
@@ -277,24 +282,12 @@ fn mount_with_fsopen(
     let mnt =
         check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })?;
     let mnt = unsafe { OwnedFd::from_raw_fd(mnt as i32) };
-    let target_c = cpath(target)?;
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            mnt.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            target_c.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    })
-    .map_err(|e| {
+    move_mount(&mnt, target).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("moving overlay to {}: {e}", target.display()),
         )
-    })?;
-    Ok(())
+    })
 }
 
 fn mount_legacy(
