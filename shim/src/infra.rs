@@ -35,14 +35,9 @@ impl Daemon {
         // (/proc, /dev, /sys) as the pod's root: the empty rootfs is its.
         // Only the dir: the `/pause` link below shares its inode with the
         // daemon's monitor binary.
-        if let Some((uid, gid)) = crate::server::sandbox::pod_namespaces(&record.config).user_root()
-        {
-            std::os::unix::fs::chown(&rootfs, Some(uid), Some(gid)).map_err(|e| {
-                Status::internal(format!(
-                    "giving {} to the pod's root: {e}",
-                    rootfs.display()
-                ))
-            })?;
+        if let Some(owner) = crate::server::sandbox::pod_namespaces(&record.config).user_root() {
+            crate::sandbox_files::give_to_pod_root(&rootfs, owner)
+                .map_err(crate::server::internal_chain)?;
         }
         let info = self.sandbox_info(record);
         let cgroups_path =

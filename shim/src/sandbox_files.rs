@@ -93,13 +93,19 @@ pub fn write_files(
     };
     write_volatile(&files.resolv_conf, &resolv)
         .with_context(|| format!("writing {}", files.resolv_conf.display()))?;
-    if let Some((uid, gid)) = owner {
+    if let Some(owner) = owner {
         for path in [&files.hostname, &files.hosts, &files.resolv_conf] {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .with_context(|| format!("giving {} to the pod's root", path.display()))?;
+            give_to_pod_root(path, owner)?;
         }
     }
     Ok(())
+}
+
+/// Gives `path` to the pod's root, the host `(uid, gid)` its user namespace
+/// maps to ID 0.
+pub fn give_to_pod_root(path: &Path, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .with_context(|| format!("giving {} to the pod's root", path.display()))
 }
 
 /// Mounts the pod's private /dev/shm tmpfs; `owner` as for [`write_files`].
