@@ -38,6 +38,16 @@ pub fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes a file when dropped (files that live only while an operation
+/// runs: a process.json, a socket, a console link).
+pub struct RemoveOnDrop(pub std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Undoes mountinfo's octal escapes (`\040` for a space; also tab, newline
 /// and backslash).
 pub fn unescape_mountinfo(s: &str) -> String {

@@ -201,15 +201,6 @@ fn status_name(s: ContainerStatus) -> &'static str {
     crate::container::status_name(s)
 }
 
-/// Removes a file when dropped (the start socket, the console link).
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Starts `t` in `container` (state loaded and refreshed by the caller) and
 /// returns the PID of the process, on the host. `init_start_time` is the
 /// init's recorded start time, to tell it from a process that reused its PID.
@@ -264,14 +255,14 @@ pub fn spawn(
     let state_dir = &container.root;
     let tag = std::process::id();
     let notify_path = state_dir.join(format!("exec-notify-{tag}.sock"));
-    let _notify_file = RemoveOnDrop(notify_path.clone());
+    let _notify_file = crate::fsutil::RemoveOnDrop(notify_path.clone());
     let notify_listener = NotifyListener::new(&notify_path)
         .map_err(|e| UsernsExecError::Engine(crate::error_text(&e)))?;
 
     let console = match &t.console_socket {
         Some(path) => {
             let link = format!("exec-tty-{tag}.sock");
-            let _link = RemoveOnDrop(state_dir.join(&link));
+            let _link = crate::fsutil::RemoveOnDrop(state_dir.join(&link));
             let fd = libcontainer::tty::setup_console_socket(state_dir, path, &link)
                 .map_err(|e| UsernsExecError::Engine(crate::error_text(&e)))?;
             Some(fd)

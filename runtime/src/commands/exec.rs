@@ -116,7 +116,7 @@ fn exec_as_tenant(
         .bundle_dir(&args.id)
         .join(format!("exec-{}.json", std::process::id()));
     std::fs::write(&process_file, serde_json::to_vec(process)?).context("write process.json")?;
-    let _cleanup = RemoveOnDrop(process_file.clone());
+    let _cleanup = crate::fsutil::RemoveOnDrop(process_file.clone());
     let mut builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(root.path())
         .context("root path")?
@@ -144,14 +144,6 @@ fn exec_as_tenant(
         .map_err(|e| anyhow::anyhow!(crate::tidy_libcontainer_error(&crate::error_text(&e))))
         .context("exec failed")?;
     Ok(pid.as_raw())
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// The process to exec: `--process`, or the container's own process with
