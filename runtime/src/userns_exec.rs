@@ -321,9 +321,14 @@ pub fn spawn(
     let pid = container_main_process(&args)
         .map_err(|e| UsernsExecError::Engine(crate::error_text(&e)))?
         .as_raw();
-    NotifySocket::new(&notify_path)
-        .notify_container_start()
-        .map_err(|e| UsernsExecError::Engine(crate::error_text(&e)))?;
+    if let Err(e) = NotifySocket::new(&notify_path).notify_container_start() {
+        // It would wait for the start forever: it is our child (a sibling
+        // of libcontainer's intermediate process), so kill and reap it.
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Err(UsernsExecError::Engine(crate::error_text(&e)));
+    }
     drop(report_tx);
     drop(args);
     drop(namespaces);
