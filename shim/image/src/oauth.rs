@@ -294,7 +294,7 @@ where
             }
             Outcome::Transient(m) => {
                 tracing::warn!(what, error = %m, attempt = n, "retrying");
-                tokio::time::sleep(tuning.backoff * 2u32.saturating_pow(n - 1)).await;
+                tokio::time::sleep(tuning.backoff_after(n)).await;
             }
         }
     }

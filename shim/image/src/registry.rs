@@ -42,6 +42,14 @@ pub struct PullTuning {
     pub parallel_layers: usize,
 }
 
+impl PullTuning {
+    /// The pause after failed attempt `attempt` (from 1): `backoff`, doubled
+    /// each time.
+    pub fn backoff_after(&self, attempt: u32) -> Duration {
+        self.backoff * 2u32.saturating_pow(attempt - 1)
+    }
+}
+
 impl Default for PullTuning {
     fn default() -> Self {
         Self {
@@ -652,9 +660,8 @@ impl Remote {
                 )))
             }
             Failure::Transient(msg) => {
-                let delay = self.tuning.backoff * 2u32.saturating_pow(attempt - 1);
                 tracing::warn!(what, endpoint = %self.endpoint, error = %msg, attempt, "retrying");
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(self.tuning.backoff_after(attempt)).await;
                 Ok(())
             }
         }
