@@ -157,7 +157,11 @@ impl Daemon {
     pub fn pod_userns(&self, record: &SandboxRecord) -> Option<PathBuf> {
         pod_namespaces(&record.config)
             .user
-            .map(|_| self.pod_dir(&record.id).join("ns").join("user"))
+            .map(|_| self.userns_pin_path(&record.id))
+    }
+
+    fn userns_pin_path(&self, id: &str) -> PathBuf {
+        self.pod_dir(id).join("ns").join("user")
     }
 
     /// Every namespace the pod pins: user (if any), network, IPC, UTS.
@@ -706,16 +710,13 @@ impl Daemon {
             ipc_ns: record.ipcns.clone(),
             uts_ns: record.utsns.clone(),
             pid_ns,
-            user_ns: ns
-                .user
-                .zip(self.pod_userns(record))
-                .map(|(mappings, path)| rcrun_cri_spec::PodUserNamespace {
-                    path,
-                    mappings,
-                    idmap_volumes: self
-                        .runtime(&record.runtime_handler)
-                        .is_some_and(|r| runtime_idmaps_mounts(&r.path)),
-                }),
+            user_ns: ns.user.map(|mappings| rcrun_cri_spec::PodUserNamespace {
+                path: self.userns_pin_path(&record.id),
+                mappings,
+                idmap_volumes: self
+                    .runtime(&record.runtime_handler)
+                    .is_some_and(|r| runtime_idmaps_mounts(&r.path)),
+            }),
             hostname: sandbox_files::pod_hostname(&record.config),
             hostname_file: Some(files.hostname),
             hosts_file: Some(files.hosts),
