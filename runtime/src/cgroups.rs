@@ -133,10 +133,15 @@ impl Teardown {
     pub fn remove(&self) -> Result<()> {
         match self {
             Teardown::V1 { dirs, .. } => {
+                // Every hierarchy is tried: one that fails must not leave
+                // the cgroup behind in the others.
+                let mut first_error = None;
                 for dir in dirs {
-                    remove_tree(dir)?;
+                    if let Err(e) = remove_tree(dir) {
+                        first_error.get_or_insert(e);
+                    }
                 }
-                Ok(())
+                first_error.map_or(Ok(()), Err)
             }
             Teardown::V2(m) => m.remove().context("remove cgroup"),
         }
