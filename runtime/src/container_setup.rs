@@ -77,10 +77,12 @@ pub struct MountStep {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.mounts.is_empty()
-            && !self.loopback_up
-            && self.idmapped.is_empty()
-            && self.unbindable.is_none()
+        !self.loopback_up && self.nothing_but_loopback()
+    }
+
+    /// Whether bringing up `lo` is all the plan may ask for.
+    pub fn nothing_but_loopback(&self) -> bool {
+        self.mounts.is_empty() && self.idmapped.is_empty() && self.unbindable.is_none()
     }
 
     /// The part of the plan the `createContainer` hook carries out.

@@ -64,7 +64,7 @@ impl Stdio {
 /// fork and exec of rcrun inside every such container, and libcontainer's
 /// hook round trip between its processes.
 fn loopback_from_runtime(setup: &mut container_setup::Plan, spec: &Spec) -> bool {
-    if !setup.loopback_up {
+    if !setup.loopback_up || !setup.nothing_but_loopback() {
         return false;
     }
     let hooks_see_it = spec.hooks().as_ref().is_some_and(|h| {
@@ -76,12 +76,7 @@ fn loopback_from_runtime(setup: &mut container_setup::Plan, spec: &Spec) -> bool
         return false;
     }
     setup.loopback_up = false;
-    if setup.is_empty() {
-        true
-    } else {
-        setup.loopback_up = true;
-        false
-    }
+    true
 }
 
 /// Sets IFF_UP on `lo` in the network namespace of process `pid` (the
