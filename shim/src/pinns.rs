@@ -149,14 +149,6 @@ pub fn helper_main(args: &[String]) -> ! {
     }
 }
 
-/// The namespaces other than the user namespace, as `(kind, pin path)`.
-fn owned_namespaces(req: &PinRequest) -> Vec<(&'static str, &Path)> {
-    [("net", &req.net), ("ipc", &req.ipc), ("uts", &req.uts)]
-        .into_iter()
-        .filter_map(|(kind, path)| path.as_deref().map(|p| (kind, p)))
-        .collect()
-}
-
 fn pin_here(req: &PinRequest) -> anyhow::Result<()> {
     match &req.user {
         None => {
@@ -199,16 +191,16 @@ fn unshare_and_configure(req: &PinRequest) -> anyhow::Result<()> {
 /// Bind-mounts the namespaces of `/proc/<proc_dir>` (the user namespace
 /// first); on failure, whatever was pinned is released again.
 fn bind_all(req: &PinRequest, proc_dir: &str) -> anyhow::Result<()> {
-    let mut all: Vec<(&str, &Path)> = req
-        .user
-        .as_deref()
-        .map(|p| ("user", p))
-        .into_iter()
-        .collect();
-    all.extend(owned_namespaces(req));
+    let all = [
+        ("user", &req.user),
+        ("net", &req.net),
+        ("ipc", &req.ipc),
+        ("uts", &req.uts),
+    ];
     let mut pinned: Vec<&Path> = Vec::new();
     let result = (|| {
-        for (kind, target) in &all {
+        for (kind, target) in all {
+            let Some(target) = target else { continue };
             bind_ns(&format!("/proc/{proc_dir}/ns/{kind}"), target)?;
             pinned.push(target);
         }
