@@ -103,28 +103,36 @@ enum Outcome<T> {
     Transient(String),
 }
 
-/// Exchanges `identity_token` for a bearer token for pulling `repository`
-/// from `endpoint`. `None` when the endpoint asks for no credentials.
-pub async fn exchange(
+/// The token server an endpoint's `/v2/` named: found once per endpoint,
+/// then asked for each bearer token (the first and every renewal).
+pub struct TokenServer {
+    http: reqwest::Client,
+    challenge: BearerChallenge,
+}
+
+fn refused(reference: &str, message: String) -> ImageError {
+    ImageError::Unauthorized {
+        reference: reference.to_string(),
+        message,
+    }
+}
+
+/// Probes `endpoint` for the token server identity tokens are exchanged at.
+/// `None` when the endpoint asks for no credentials.
+pub async fn token_server(
     endpoint: &Endpoint,
-    repository: &str,
-    identity_token: &str,
     reference: &str,
     tuning: &PullTuning,
-) -> Result<Option<String>, ImageError> {
+) -> Result<Option<TokenServer>, ImageError> {
     let http = reqwest::Client::builder()
         .connect_timeout(tuning.stall_timeout.min(Duration::from_secs(30)))
         .timeout(tuning.stall_timeout)
         .build()
         .map_err(|e| ImageError::Other(format!("identity token: http client: {e}")))?;
-    let refused = |message: String| ImageError::Unauthorized {
-        reference: reference.to_string(),
-        message,
-    };
     let probe_url = endpoint.v2_url();
-    let (http, probe_url) = (&http, probe_url.as_str());
+    let (http_ref, probe_url) = (&http, probe_url.as_str());
     let challenge = with_retries(tuning, &format!("probing {probe_url}"), || async move {
-        let response = match http.get(probe_url).send().await {
+        let response = match http_ref.get(probe_url).send().await {
             Ok(r) => r,
             Err(e) => return Outcome::Transient(format!("request failed: {e}")),
         };
@@ -153,87 +161,101 @@ pub async fn exchange(
         }
     })
     .await
-    .map_err(|e| e.into_error(refused))?;
-    let Some(challenge) = challenge else {
-        return Ok(None);
-    };
+    .map_err(|e| e.into_error(|m| refused(reference, m)))?;
+    Ok(challenge.map(|challenge| TokenServer { http, challenge }))
+}
 
-    let realm = &challenge.realm;
-    let what = format!("token endpoint {realm} of registry {endpoint}");
-    if !(realm.starts_with("http://") || realm.starts_with("https://")) {
-        return Err(ImageError::Other(format!(
-            "{what}: the realm is not an http(s) URL"
-        )));
-    }
-    // This repository's pull, plus what the challenge asked for.
-    let mut scopes = vec![format!("repository:{repository}:pull")];
-    for extra in challenge.scope.iter().flat_map(|s| s.split(' ')) {
-        if !extra.is_empty() && !scopes.iter().any(|s| s == extra) {
-            scopes.push(extra.to_string());
+impl TokenServer {
+    /// Exchanges `identity_token` for a bearer token for pulling
+    /// `repository` from `endpoint`.
+    pub async fn exchange(
+        &self,
+        endpoint: &Endpoint,
+        repository: &str,
+        identity_token: &str,
+        reference: &str,
+        tuning: &PullTuning,
+    ) -> Result<String, ImageError> {
+        let (http, challenge) = (&self.http, &self.challenge);
+        let realm = &challenge.realm;
+        let what = format!("token endpoint {realm} of registry {endpoint}");
+        if !(realm.starts_with("http://") || realm.starts_with("https://")) {
+            return Err(ImageError::Other(format!(
+                "{what}: the realm is not an http(s) URL"
+            )));
         }
-    }
-    // The OAuth2 form joins scopes with spaces; the GET form repeats `scope`.
-    let joined = scopes.join(" ");
-    let service = challenge.service.clone().unwrap_or_default();
-    let (service, scope, scopes) = (service.as_str(), joined.as_str(), scopes.as_slice());
-    let token = with_retries(tuning, &what, || async move {
-        let form = [
-            ("grant_type", "refresh_token"),
-            ("refresh_token", identity_token),
-            ("service", service),
-            ("scope", scope),
-            ("client_id", CLIENT_ID),
-        ];
-        let posted = match http.post(realm).form(&form).send().await {
-            Ok(r) => r,
-            Err(e) => return Outcome::Transient(format!("request failed: {e}")),
-        };
-        let status = posted.status().as_u16();
-        match status {
-            200..=299 => return parse_token(posted).await,
-            429 | 500..=599 => return Outcome::Transient(format!("POST: HTTP {status}")),
-            // Token servers without the OAuth2 form (404/405) or that
-            // refuse it (400/401, as some do): the GET form, as containerd.
-            400 | 401 | 404 | 405 => {}
-            _ => {
-                return Outcome::Failed(format!(
-                    "POST: HTTP {status}: {}",
-                    body_excerpt(posted).await
-                ))
+        // This repository's pull, plus what the challenge asked for.
+        let mut scopes = vec![format!("repository:{repository}:pull")];
+        for extra in challenge.scope.iter().flat_map(|s| s.split(' ')) {
+            if !extra.is_empty() && !scopes.iter().any(|s| s == extra) {
+                scopes.push(extra.to_string());
             }
         }
-        let post_error = format!("POST: HTTP {status}: {}", body_excerpt(posted).await);
-        let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", s.as_str())).collect();
-        if !service.is_empty() {
-            query.push(("service", service));
-        }
-        let fetched = match http
-            .get(realm)
-            .query(&query)
-            .basic_auth("", Some(identity_token))
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return Outcome::Transient(format!("request failed: {e}")),
-        };
-        let status = fetched.status().as_u16();
-        match status {
-            200..=299 => parse_token(fetched).await,
-            429 | 500..=599 => Outcome::Transient(format!("GET: HTTP {status}")),
-            400..=499 => Outcome::Refused(format!(
-                "{post_error}; GET: HTTP {status}: {}",
-                body_excerpt(fetched).await
-            )),
-            _ => Outcome::Failed(format!(
-                "{post_error}; GET: HTTP {status}: {}",
-                body_excerpt(fetched).await
-            )),
-        }
-    })
-    .await
-    .map_err(|e| e.into_error(|m| refused(format!("{what} refused the identity token: {m}"))))?;
-    Ok(Some(token))
+        // The OAuth2 form joins scopes with spaces; the GET form repeats `scope`.
+        let joined = scopes.join(" ");
+        let service = challenge.service.clone().unwrap_or_default();
+        let (service, scope, scopes) = (service.as_str(), joined.as_str(), scopes.as_slice());
+        with_retries(tuning, &what, || async move {
+            let form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", identity_token),
+                ("service", service),
+                ("scope", scope),
+                ("client_id", CLIENT_ID),
+            ];
+            let posted = match http.post(realm).form(&form).send().await {
+                Ok(r) => r,
+                Err(e) => return Outcome::Transient(format!("request failed: {e}")),
+            };
+            let status = posted.status().as_u16();
+            match status {
+                200..=299 => return parse_token(posted).await,
+                429 | 500..=599 => return Outcome::Transient(format!("POST: HTTP {status}")),
+                // Token servers without the OAuth2 form (404/405) or that
+                // refuse it (400/401, as some do): the GET form, as containerd.
+                400 | 401 | 404 | 405 => {}
+                _ => {
+                    return Outcome::Failed(format!(
+                        "POST: HTTP {status}: {}",
+                        body_excerpt(posted).await
+                    ))
+                }
+            }
+            let post_error = format!("POST: HTTP {status}: {}", body_excerpt(posted).await);
+            let mut query: Vec<(&str, &str)> =
+                scopes.iter().map(|s| ("scope", s.as_str())).collect();
+            if !service.is_empty() {
+                query.push(("service", service));
+            }
+            let fetched = match http
+                .get(realm)
+                .query(&query)
+                .basic_auth("", Some(identity_token))
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return Outcome::Transient(format!("request failed: {e}")),
+            };
+            let status = fetched.status().as_u16();
+            match status {
+                200..=299 => parse_token(fetched).await,
+                429 | 500..=599 => Outcome::Transient(format!("GET: HTTP {status}")),
+                400..=499 => Outcome::Refused(format!(
+                    "{post_error}; GET: HTTP {status}: {}",
+                    body_excerpt(fetched).await
+                )),
+                _ => Outcome::Failed(format!(
+                    "{post_error}; GET: HTTP {status}: {}",
+                    body_excerpt(fetched).await
+                )),
+            }
+        })
+        .await
+        .map_err(|e| {
+            e.into_error(|m| refused(reference, format!("{what} refused the identity token: {m}")))
+        })
+    }
 }
 
 async fn parse_token(response: reqwest::Response) -> Outcome<String> {

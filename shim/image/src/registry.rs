@@ -318,6 +318,8 @@ pub struct Remote {
 /// refused before it served any request means no access, not expiry: that
 /// refusal is final, which bounds the renewals.
 struct Renewal {
+    /// The endpoint's token server, probed once at connect.
+    server: oauth::TokenServer,
     identity_token: String,
     /// Bumped by each renewal: a request that failed on an older token
     /// just retries with the one renewed meanwhile.
@@ -353,10 +355,15 @@ impl Remote {
             Credentials::Registry(auth) => (auth.clone(), None),
             Credentials::IdentityToken(token) => {
                 let display = name.to_string();
-                match oauth::exchange(&endpoint, &name.path, token, &display, &tuning).await? {
-                    Some(bearer) => (
-                        RegistryAuth::Bearer(bearer),
+                match oauth::token_server(&endpoint, &display, &tuning).await? {
+                    Some(server) => (
+                        RegistryAuth::Bearer(
+                            server
+                                .exchange(&endpoint, &name.path, token, &display, &tuning)
+                                .await?,
+                        ),
                         Some(Renewal {
+                            server,
                             identity_token: token.clone(),
                             generation: AtomicU64::new(0),
                             served: AtomicU64::new(0),
@@ -456,17 +463,16 @@ impl Remote {
             // A renewed token refused before it served anything: no access.
             return Ok(false);
         }
-        let renewed = oauth::exchange(
-            &self.endpoint,
-            &self.repository,
-            &r.identity_token,
-            &self.display,
-            &self.tuning,
-        )
-        .await?;
-        let Some(token) = renewed else {
-            return Ok(false);
-        };
+        let token = r
+            .server
+            .exchange(
+                &self.endpoint,
+                &self.repository,
+                &r.identity_token,
+                &self.display,
+                &self.tuning,
+            )
+            .await?;
         tracing::info!(endpoint = %self.endpoint, image = %self.display, "bearer token refused; renewed it with the identity token");
         // oci-client keeps tokens per repository: the new one replaces the old.
         self.client
