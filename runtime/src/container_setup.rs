@@ -400,7 +400,7 @@ fn mount_points_of_type(root: &Path, fstype: &str) -> Result<Vec<PathBuf>> {
         .lines()
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
-            let point = PathBuf::from(left.split(' ').nth(4)?.replace("\\040", " "));
+            let point = PathBuf::from(crate::fsutil::unescape_mountinfo(left.split(' ').nth(4)?));
             (right.split(' ').next() == Some(fstype) && point.starts_with(root)).then_some(point)
         })
         .collect())
