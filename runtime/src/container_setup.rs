@@ -453,22 +453,7 @@ pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
 /// A detached copy of the mount at `path` without its submounts, so what it
 /// covers or what is mounted on it does not show.
 fn open_tree_alone(path: &Path) -> Result<OwnedFd> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    // SAFETY: open_tree with a valid C string; returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .context(format!("open_tree {}", path.display()));
-    }
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    crate::idmap::open_tree(path, libc::OPEN_TREE_CLONE as libc::c_uint)
 }
 
 /// Copies what the tmpfs at `target` covers into it.

@@ -328,7 +328,9 @@ fn cstring(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_encoded_bytes()).context("path with a NUL byte")
 }
 
-fn open_tree(path: &Path, flags: libc::c_uint) -> Result<OwnedFd> {
+/// `open_tree(2)` of `path` (close-on-exec): with `OPEN_TREE_CLONE` a
+/// detached copy of the mount (its submounts too with `AT_RECURSIVE`).
+pub(crate) fn open_tree(path: &Path, flags: libc::c_uint) -> Result<OwnedFd> {
     let c = cstring(path)?;
     // SAFETY: open_tree with a valid C string; returns a new fd or -1.
     let fd = unsafe {
