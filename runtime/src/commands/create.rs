@@ -250,33 +250,26 @@ pub fn create_loaded(
             .with_no_pivot(opts.no_pivot)
             .build()
             .map_err(|e| anyhow::anyhow!(crate::tidy_libcontainer_error(&crate::error_text(&e))))?;
+        let pid = container.pid().map(|p| p.as_raw());
+        meta.init_start_time = pid.and_then(container::start_time);
+        if let (Some(pid), true) = (pid, loopback_by_runtime) {
+            loopback_up_in(pid)?;
+        }
+        // Written once, complete: until then (and after a crash before
+        // it) readers fall back to libcontainer's state, which holds the
+        // cgroups path as soon as a cgroup can exist.
+        meta.save(root, id)?;
         Ok(container)
     })();
 
     match result {
-        Ok(container) => {
-            meta.init_start_time = container
-                .pid()
-                .and_then(|p| container::start_time(p.as_raw()));
-            // Written once, complete: until then (and after a crash before
-            // it) readers fall back to libcontainer's state, which holds the
-            // cgroups path as soon as a cgroup can exist.
-            let pid = container.pid().map(|p| p.as_raw());
-            let finished = match pid {
-                Some(pid) if loopback_by_runtime => loopback_up_in(pid),
-                _ => Ok(()),
-            }
-            .and_then(|()| meta.save(root, id));
-            if let Err(e) = finished {
-                let _ = commands::delete::remove_everything(root, id, &cgroups_path, pid);
-                return Err(e);
-            }
-            Ok(Created {
-                container,
-                meta,
-                hooks: spec.hooks().clone(),
-            })
-        }
+        Ok(container) => Ok(Created {
+            container,
+            meta,
+            hooks: spec.hooks().clone(),
+        }),
+        // Whatever failed, the same cleanup: the container (if libcontainer
+        // made it), its cgroup and directories, and a pid file we wrote.
         Err(e) => {
             let pid = Container::load(root.state_dir(id))
                 .ok()
