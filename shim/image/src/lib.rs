@@ -341,7 +341,9 @@ impl ImageStore {
             rootfs::mount_overlay(&lowers, &upper, &work, target, idmap.map(|i| i.userns))
         })();
         if let Err(e) = mounted {
-            let _ = std::fs::remove_dir_all(scratch);
+            if let Err(e) = rootfs::remove_scratch(scratch) {
+                tracing::warn!(container = container_id, error = %e, "keeping the scratch dir");
+            }
             let _ = inner.update(|m| m.holds.remove(container_id));
             return Err(ImageError::Other(format!(
                 "mounting rootfs of {container_id} at {}: {e}",
@@ -360,16 +362,8 @@ impl ImageStore {
     ) -> Result<(), ImageError> {
         rootfs::unmount(target)
             .map_err(|e| ImageError::Other(format!("unmounting {}: {e}", target.display())))?;
-        match std::fs::remove_dir_all(scratch) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ImageError::Other(format!(
-                    "removing {}: {e}",
-                    scratch.display()
-                )))
-            }
-        }
+        rootfs::remove_scratch(scratch)
+            .map_err(|e| ImageError::Other(format!("removing {}: {e}", scratch.display())))?;
         let held = self.inner.update(|m| m.holds.remove(container_id))?;
         // The image may have been removed while the container ran.
         if let Some(chains) = held {

@@ -333,6 +333,42 @@ pub fn unmount(target: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes a container's scratch dir (upper, work, and the idmapped layer
+/// mount points), unless something is still mounted below it: a recursive
+/// removal would walk into that mount and delete shared image layers.
+/// A missing dir is not an error.
+pub fn remove_scratch(scratch: &Path) -> std::io::Result<()> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let below = format!("{}/", mountinfo_escape(scratch));
+    if let Some(mounted) = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .find(|m| m.starts_with(&below))
+    {
+        return Err(std::io::Error::other(format!(
+            "{mounted} is still mounted; not removing {}",
+            scratch.display()
+        )));
+    }
+    match std::fs::remove_dir_all(scratch) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// A path as /proc/self/mountinfo writes it (octal escapes for space, tab,
+/// newline and backslash).
+fn mountinfo_escape(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => out.push_str(&format!("\\{:03o}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// True when `path` is the root of a mount (its device differs from its
 /// parent's, or it is the same inode as its parent: `/`).
 pub fn is_mount_point(path: &Path) -> bool {
@@ -344,4 +380,50 @@ pub fn is_mount_point(path: &Path) -> bool {
         return false;
     };
     me.dev() != up.dev() || me.ino() == up.ino()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_like_the_kernel() {
+        assert_eq!(
+            mountinfo_escape(Path::new("/a b\\c\td")),
+            "/a\\040b\\134c\\011d"
+        );
+    }
+
+    #[test]
+    fn scratch_with_a_mount_below_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join("scratch");
+        let layer = scratch.join("idmapped-layers/0");
+        std::fs::create_dir_all(&layer).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &layer,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=64k"),
+        )
+        .unwrap();
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = unmount(self.0);
+            }
+        }
+        let guard = Unmount(&layer);
+        std::fs::write(layer.join("shared-file"), b"x").unwrap();
+
+        let err = remove_scratch(&scratch).unwrap_err();
+        assert!(err.to_string().contains("still mounted"), "{err}");
+        assert!(layer.join("shared-file").exists());
+
+        drop(guard);
+        remove_scratch(&scratch).unwrap();
+        assert!(!scratch.exists());
+        remove_scratch(&scratch).unwrap();
+    }
 }
