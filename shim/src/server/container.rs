@@ -64,11 +64,6 @@ fn resolve_log_path(log_directory: &str, log_path: &str) -> RpcResult<Option<Pat
     Ok(Some(Path::new(log_directory).join(rel)))
 }
 
-/// For a container in its pod's user namespace: the writable layer (the
-/// overlay's upper and work dirs) belongs to the container's root, so that
-/// root may write its rootfs, and a link to the pod's user namespace asks
-/// the image store to idmap the read-only layers with it (containerd 2.x's
-/// idmapped lowerdirs; see rcrun-image's rootfs module).
 fn container_event(
     kind: cri::ContainerEventType,
     sandbox: Option<cri::PodSandboxStatus>,
@@ -279,10 +274,11 @@ impl Daemon {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
         }
-        let userns = self.pod_userns(sandbox).map(|path| {
-            let root = crate::server::sandbox::pod_namespaces(&sandbox.config).user_root();
-            (path, root.unwrap_or((0, 0)))
-        });
+        // In a pod's user namespace, the image layers are idmapped with it
+        // and the writable layer belongs to the container's root.
+        let userns = crate::server::sandbox::pod_namespaces(&sandbox.config)
+            .user_root()
+            .and_then(|root| Some((self.pod_userns(sandbox)?, root)));
         {
             let daemon = self.clone();
             let (id, image_id, rootfs, scratch) = (
