@@ -636,8 +636,13 @@ pub fn apply(pid: i32, rootfs: &Path, mounts: &[IdmapMount]) -> Result<()> {
 
 fn attach(m: &IdmapMount, userns: &File, rootfs: &Path, root: &ContainerRoot) -> Result<()> {
     let target = crate::container_setup::resolve_in_root(rootfs, &m.destination)?;
-    // Later mounts under the destination, grabbed before they are covered.
-    let points = mount_points()?;
+    // Later mounts under the destination, grabbed before they are covered
+    // (mountinfo is read only when there are any).
+    let points = if m.nested.is_empty() {
+        HashSet::new()
+    } else {
+        mount_points()?
+    };
     let mut nested = Vec::new();
     for dest in &m.nested {
         if nested
