@@ -599,21 +599,9 @@ fn set_idmap(tree: &OwnedFd, userns: &File, recursive: bool) -> Result<()> {
 pub fn apply(pid: i32, rootfs: &Path, mounts: &[IdmapMount]) -> Result<()> {
     let proc = PathBuf::from(format!("/proc/{pid}/ns"));
     let mnt_ns = File::open(proc.join("mnt")).context("open the container's mount namespace")?;
-    let mut usernses = Vec::new();
+    // A covered mount is not made: no user namespace (a fork) for it.
+    let mut todo = Vec::new();
     for m in mounts {
-        let ns = match &m.ids {
-            Ids::Own { uid, gid } => userns_with(uid, gid),
-            Ids::Container => {
-                File::open(proc.join("user")).context("open the container's user namespace")
-            }
-        }
-        .with_context(|| format!("mounts[{}]", m.index))?;
-        usernses.push(ns);
-    }
-    let root = ContainerRoot::of(pid).context("open the container's user namespace")?;
-    nix::sched::setns(&mnt_ns, CloneFlags::CLONE_NEWNS)
-        .context("enter the container's mount namespace")?;
-    for (m, userns) in mounts.iter().zip(&usernses) {
         if m.covered {
             tracing::debug!(
                 "mounts[{}]: a later mount covers {}",
@@ -622,6 +610,19 @@ pub fn apply(pid: i32, rootfs: &Path, mounts: &[IdmapMount]) -> Result<()> {
             );
             continue;
         }
+        let ns = match &m.ids {
+            Ids::Own { uid, gid } => userns_with(uid, gid),
+            Ids::Container => {
+                File::open(proc.join("user")).context("open the container's user namespace")
+            }
+        }
+        .with_context(|| format!("mounts[{}]", m.index))?;
+        todo.push((m, ns));
+    }
+    let root = ContainerRoot::of(pid).context("open the container's user namespace")?;
+    nix::sched::setns(&mnt_ns, CloneFlags::CLONE_NEWNS)
+        .context("enter the container's mount namespace")?;
+    for (m, userns) in &todo {
         attach(m, userns, rootfs, &root).with_context(|| {
             format!(
                 "mounts[{}]: idmapped mount of {} on {}",
