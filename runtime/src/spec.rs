@@ -65,6 +65,15 @@ pub fn parse(data: &[u8]) -> Result<Spec, SpecError> {
     })
 }
 
+/// Whether the container runs in a user namespace of its own (created or
+/// joined by path): idmapped mounts may then use it, and exec must join it.
+pub fn has_user_namespace(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User))
+}
+
 /// Checks what libcontainer would otherwise reject late or with a vague
 /// message, naming the field.
 pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
@@ -126,12 +135,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
         .linux()
         .as_ref()
         .ok_or_else(|| invalid("linux", "missing"))?;
-    let userns = linux
-        .namespaces()
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .any(|n| n.typ() == LinuxNamespaceType::User);
+    let userns = has_user_namespace(spec);
 
     if let Some(mounts) = spec.mounts() {
         for (i, m) in mounts.iter().enumerate() {

@@ -72,15 +72,6 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UsernsExecError
     move |source| UsernsExecError::Io { what, source }
 }
 
-/// Whether the container runs in a user namespace of its own (created or
-/// joined by path): then exec must join it.
-pub fn has_user_namespace(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User))
-}
-
 /// What to start in the container, and how.
 pub struct TenantProcess {
     pub id: String,

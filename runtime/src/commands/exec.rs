@@ -58,7 +58,7 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
         new_keyring: None,
         confinement,
     };
-    let pid = if userns_exec::has_user_namespace(&spec) {
+    let pid = if crate::spec::has_user_namespace(&spec) {
         // libcontainer's tenant builder leaves the user namespace out.
         userns_exec::spawn(
             &h.container,
