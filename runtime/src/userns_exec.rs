@@ -188,10 +188,6 @@ fn tenant_spec(
     Ok(out)
 }
 
-fn status_name(s: ContainerStatus) -> &'static str {
-    crate::container::status_name(s)
-}
-
 /// Starts `t` in `container` (state loaded and refreshed by the caller) and
 /// returns the PID of the process, on the host. `init_start_time` is the
 /// init's recorded start time, to tell it from a process that reused its PID.
@@ -203,7 +199,11 @@ pub fn spawn(
     match container.status() {
         ContainerStatus::Running => {}
         ContainerStatus::Paused if t.ignore_paused => {}
-        s => return Err(UsernsExecError::NotRunning(status_name(s))),
+        s => {
+            return Err(UsernsExecError::NotRunning(crate::container::status_name(
+                s,
+            )))
+        }
     }
     let init = container.pid().ok_or(UsernsExecError::InitGone)?.as_raw();
     let namespaces = InitNamespaces::open(init, &t.spec)?;
