@@ -91,7 +91,8 @@ impl Plan {
     }
 }
 
-const PROPAGATION: [&str; 8] = [
+/// The per-mount propagation options the set-up hook applies.
+pub(crate) const PROPAGATION: [&str; 8] = [
     "shared",
     "rshared",
     "slave",

@@ -49,23 +49,9 @@ struct MountAttr {
 }
 
 /// Options that say nothing about the mount's attributes and are handled
-/// elsewhere (the kind of bind, the idmapping, propagation).
-const PASSIVE_OPTIONS: &[&str] = &[
-    "bind",
-    "rbind",
-    "idmap",
-    "ridmap",
-    "defaults",
-    "async",
-    "shared",
-    "rshared",
-    "slave",
-    "rslave",
-    "private",
-    "rprivate",
-    "unbindable",
-    "runbindable",
-];
+/// elsewhere (the kind of bind, the idmapping; propagation, see
+/// [`crate::container_setup::PROPAGATION`]).
+const PASSIVE_OPTIONS: &[&str] = &["bind", "rbind", "idmap", "ridmap", "defaults", "async"];
 
 /// Whether a spec mount asks for an idmapping.
 pub fn is_idmapped(m: &Mount) -> bool {
@@ -107,15 +93,16 @@ pub struct Attrs {
 
 impl Attrs {
     /// The attributes mount options ask for; an option that is neither an
-    /// attribute nor one of [`PASSIVE_OPTIONS`] is an error.
+    /// attribute nor one of [`PASSIVE_OPTIONS`] or a propagation is an error.
     pub fn parse(options: &[String]) -> Result<Attrs, String> {
         let mut a = Attrs::default();
         for o in options {
-            if PASSIVE_OPTIONS.contains(&o.as_str()) {
+            let o = o.as_str();
+            if PASSIVE_OPTIONS.contains(&o) || crate::container_setup::PROPAGATION.contains(&o) {
                 continue;
             }
             let (rec, name) = match attr_of(o) {
-                Some(_) => (false, o.as_str()),
+                Some(_) => (false, o),
                 None => match o.strip_prefix('r').filter(|n| attr_of(n).is_some()) {
                     Some(n) => (true, n),
                     None => {
