@@ -211,8 +211,9 @@ fn take_runbindable(spec: &mut Spec) -> Option<Unbindable> {
 
 /// Puts the hooks running `exe container-setup PLAN-JSON` first among the
 /// `prestart` hooks (idmapped mounts) and the `createContainer` hooks (the
-/// rest), and, for `runbindable`, last among the `createContainer` hooks. The plan travels on the command line: in a user namespace the
-/// hook cannot read rcrun's root directory.
+/// rest), and, for `runbindable`, last among the `createContainer` hooks.
+/// The plan travels on the command line: in a user namespace the hook
+/// cannot read rcrun's root directory.
 pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan) -> Result<()> {
     let hook = |plan: &Plan| {
         HookBuilder::default()
