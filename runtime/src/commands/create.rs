@@ -159,13 +159,9 @@ pub fn create_loaded(
     console_socket: Option<PathBuf>,
 ) -> Result<Created> {
     let id = opts.id.as_str();
+    let terminal = loaded.wants_terminal();
     let Loaded { bundle, mut spec } = loaded;
     spec::validate(&spec, &bundle)?;
-    let terminal = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
     if terminal && console_socket.is_none() {
         bail!("process.terminal is set: --console-socket is required");
     }
