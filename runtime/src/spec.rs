@@ -320,13 +320,7 @@ pub fn make_effective(spec: &mut Spec, bundle: &Path, id: &str) -> Result<(), Sp
         let mounts = mounts
             .into_iter()
             .map(|mut m| {
-                let is_bind = m.typ().as_deref() == Some("bind")
-                    || m.options()
-                        .as_deref()
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|o| o == "bind" || o == "rbind");
-                if is_bind {
+                if crate::idmap::is_bind(&m) {
                     if let Some(src) = m.source().clone() {
                         if src.is_relative() {
                             m.set_source(Some(bundle.join(src)));
