@@ -267,6 +267,26 @@ fn remove_tree(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates the ancestors of a container's v2 cgroup before libcontainer
+/// makes the cgroup itself. Its v2 manager tests `exists()` and then calls
+/// `create_dir` for each level, so two containers created at once under a
+/// parent that does not exist yet race, and one fails with EEXIST;
+/// `create_dir_all` takes a directory made meanwhile as success. (The v1
+/// controllers already use `create_dir_all`.) The ancestors stay, as runc's
+/// and libcontainer's do: other containers share them.
+pub fn create_v2_ancestors(path: &Path) -> Result<()> {
+    if !is_unified() {
+        return Ok(());
+    }
+    let rel = relative(path)?;
+    if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let dir = Path::new(ROOT).join(parent);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("create cgroup parent {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Whether the host runs the unified (v2-only) hierarchy.
 pub fn is_unified() -> bool {
     matches!(get_cgroup_setup(), Ok(CgroupSetup::Unified))

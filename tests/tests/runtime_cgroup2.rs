@@ -198,3 +198,48 @@ fn user_namespace_container_gets_a_cgroupfs_cgroup() {
     assert!(out.contains("/rcrun/relative/"), "{out}");
     assert_eq!(out.lines().last(), Some("0"));
 }
+
+#[test]
+#[ignore = "needs a cgroup v2 host: run through tests/cgroup2.sh"]
+fn containers_created_at_once_under_a_new_parent_all_start() {
+    let r = Rcrun::new();
+    // The race is between one `run` finding a level missing and another
+    // making it first: several rounds of siblings under fresh, deep parents
+    // give it many chances.
+    for _ in 0..4 {
+        let top = unique_id("parent");
+        let parent = format!("{top}/a/b/c/d");
+        let ids: Vec<String> = (0..8).map(|_| r.tracked_id("sibling")).collect();
+        let bundles: Vec<Bundle> = ids
+            .iter()
+            .map(|id| {
+                let mut b = Bundle::new(&["true"]);
+                b.spec["linux"]["cgroupsPath"] = json!(format!("/{parent}/{id}"));
+                b.write();
+                b
+            })
+            .collect();
+        let barrier = std::sync::Barrier::new(ids.len());
+        std::thread::scope(|s| {
+            for (id, b) in ids.iter().zip(&bundles) {
+                let (r, barrier) = (&r, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let out = r.run(&["run", "-b", b.path().to_str().unwrap(), id]);
+                    assert!(
+                        out.status.success(),
+                        "{id}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                });
+            }
+        });
+        for id in &ids {
+            assert_no_leftovers(&r, id, &format!("/{parent}/{id}"));
+        }
+        // Only the shared parents are left.
+        for level in ["a/b/c/d", "a/b/c", "a/b", "a", ""] {
+            std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&top).join(level)).unwrap();
+        }
+    }
+}

@@ -239,6 +239,7 @@ pub fn create_loaded(
             builder = builder.with_stderr(fd);
         }
         crate::supplementary_groups::drop_all()?;
+        crate::cgroups::create_v2_ancestors(&cgroups_path)?;
         let container = builder
             .as_init(&eff_bundle)
             .with_systemd(false)
