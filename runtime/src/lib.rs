@@ -10,6 +10,7 @@ pub mod confine;
 pub mod console;
 pub mod container;
 pub mod container_setup;
+pub mod exec_watch;
 pub mod executor;
 pub mod fsutil;
 pub mod idmap;

@@ -7,15 +7,16 @@
 //! process unblocks them right before exec (see [`crate::executor`]).
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::console;
+use crate::exec_watch::{self, Exec};
 
 const FORWARDED: [Signal; 9] = [
     Signal::SIGHUP,
@@ -58,8 +59,20 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
-/// Reaps every exited child; returns the exit code of `pid` if it was one.
-fn reap(pid: Pid) -> Option<i32> {
+/// What [`wait`] learnt of `pid` when it exited.
+enum Exit {
+    Code(i32),
+    /// It exited before exec'ing its command (see [`exec_watch`]).
+    BeforeExec,
+}
+
+/// Reaps every exited child; returns how `pid` ended if it was one.
+fn reap(pid: Pid) -> Option<Exit> {
+    // A look at `pid` before it is reaped: once reaped, there is no telling
+    // whether it got as far as its command.
+    let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    let before_exec = matches!(waitid(Id::Pid(pid), peek), Ok(st) if st != WaitStatus::StillAlive)
+        && exec_watch::zombie_outcome(pid.as_raw()) == Exec::FailedBefore;
     let mut code = None;
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -67,7 +80,11 @@ fn reap(pid: Pid) -> Option<i32> {
             Ok(st) => {
                 if st.pid() == Some(pid) {
                     if let Some(c) = exit_code(st) {
-                        code = Some(c);
+                        code = Some(if before_exec {
+                            Exit::BeforeExec
+                        } else {
+                            Exit::Code(c)
+                        });
                     }
                 }
             }
@@ -172,5 +189,14 @@ pub fn wait(pid: i32, set: &SigSet, pty: Option<OwnedFd>) -> Result<i32> {
             write_all(stdout.as_fd(), &buf[..n]);
         }
     }
-    Ok(code.unwrap_or(255))
+    match code {
+        Some(Exit::Code(c)) => Ok(c),
+        // Its error went to the log (`--log`/`--debug`). runc fails here
+        // too rather than pass on the init's exit code as the command's.
+        Some(Exit::BeforeExec) => bail!(
+            "the container's process exited before running its command \
+             (a startContainer hook or the exec failed; --debug shows why)"
+        ),
+        None => Ok(255),
+    }
 }

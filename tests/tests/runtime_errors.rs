@@ -371,3 +371,32 @@ fn concurrent_creates_of_one_id_let_exactly_one_win() {
     r.ok(&["delete", &id]);
     assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
 }
+
+#[test]
+fn failing_start_container_hook_fails_run_and_leaves_nothing() {
+    let r = Rcrun::new();
+    let b = Bundle::new(&["true"]).edit(|spec| {
+        spec["hooks"] = json!({"startContainer": [{"path": "/bin/false"}]});
+    });
+    let id = r.tracked_id("hookfail");
+    let pid_file = b.path().join("run.pid");
+    let err = r.fails(&[
+        "run",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "-b",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    // Not the init's exit code passed on as the command's.
+    assert!(err.contains("startContainer hook"), "{err}");
+    assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
+    assert!(!pid_file.exists(), "pid file of a failed run left behind");
+
+    // A command that itself exits 255 is not mistaken for that.
+    let (code, _, err) = r.run_fg(
+        &Bundle::new(&["sh", "-c", "exit 255"]),
+        &unique_id("exit255"),
+    );
+    assert_eq!(code, 255, "{err}");
+}

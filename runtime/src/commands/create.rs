@@ -138,6 +138,23 @@ pub struct Created {
     /// The hooks of the effective spec (poststart and poststop run from
     /// rcrun itself).
     pub hooks: Option<Hooks>,
+    /// The `--pid-file` this create wrote (not one that was there before).
+    pub pid_file_written: Option<PathBuf>,
+}
+
+impl Created {
+    /// Undoes the create after a later step failed: the container, its
+    /// cgroup and directories, and the pid file it wrote.
+    pub fn discard(&self, root: &Root, id: &str) {
+        let pid = self.container.pid().map(|p| p.as_raw());
+        if let Err(e) = commands::delete::remove_everything(root, id, &self.meta.cgroups_path, pid)
+        {
+            tracing::warn!("cleanup of {id}: {e:#}");
+        }
+        if let Some(pf) = &self.pid_file_written {
+            let _ = std::fs::remove_file(pf);
+        }
+    }
 }
 
 /// Creates the container; on any failure removes everything it made.
@@ -264,6 +281,7 @@ pub fn create_loaded(
             container,
             meta,
             hooks: spec.hooks().clone(),
+            pid_file_written: pid_file.filter(|_| !pid_file_existed),
         }),
         // Whatever failed, the same cleanup: the container (if libcontainer
         // made it), its cgroup and directories, and a pid file we wrote.

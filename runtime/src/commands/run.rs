@@ -3,7 +3,9 @@
 //!
 //! Everything `start` and `delete` would read back from disk (state, hooks,
 //! cgroups path) is still in memory here, so they are not re-read.
-use anyhow::{Context, Result};
+use anyhow::Result;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::cli::RunArgs;
 use crate::commands::create::{self, Loaded, Stdio};
@@ -40,13 +42,12 @@ pub fn run(root: &Root, args: &RunArgs) -> Result<i32> {
 
     let mut created = create::create_loaded(root, opts, loaded, Stdio::inherit(), console_path)?;
     let id = opts.id.as_str();
-    let cgroups_path = created.meta.cgroups_path.clone();
     let pid = created.container.pid().map(|p| p.as_raw()).unwrap_or(0);
     let pty = match &own_console {
         Some(c) => match c.receive() {
             Ok(fd) => Some(fd),
             Err(e) => {
-                let _ = delete::remove_everything(root, id, &cgroups_path, Some(pid));
+                created.discard(root, id);
                 return Err(e);
             }
         },
@@ -62,18 +63,30 @@ pub fn run(root: &Root, args: &RunArgs) -> Result<i32> {
         created.hooks.as_ref(),
         wait_for_exec,
     ) {
-        let _ = delete::remove_everything(root, id, &cgroups_path, Some(pid));
+        created.discard(root, id);
         return Err(e);
     }
     let Some(set) = set else {
         return Ok(0);
     };
-    let code = supervise::wait(pid, &set, pty).context("wait for the container")?;
+    let code = match supervise::wait(pid, &set, pty) {
+        Ok(code) => code,
+        // Nobody can learn the exit any more: the container goes (runc
+        // kills it too), and is kept stopped only if asked to.
+        Err(e) => {
+            if args.keep {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            } else {
+                created.discard(root, id);
+            }
+            return Err(e);
+        }
+    };
     if !args.keep {
         delete::remove_exited(
             root,
             id,
-            &cgroups_path,
+            &created.meta.cgroups_path,
             &created.container.state,
             created.hooks.as_ref(),
         )?;

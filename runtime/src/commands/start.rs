@@ -5,15 +5,13 @@
 //! init to go on, possibly before the init ran its startContainer hooks and
 //! exec'd; the runtime spec (and runc) run them after the exec. So rcrun
 //! notifies, waits for the exec, then runs the hooks itself.
-use std::os::unix::fs::MetadataExt;
-use std::time::{Duration, Instant};
-
 use anyhow::{bail, Context, Result};
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::notify_socket::{NotifySocket, NOTIFY_FILE};
 use libcontainer::oci_spec::runtime::Hooks;
 
 use crate::container::{Handle, Root};
+use crate::exec_watch::{self, Exec};
 
 pub fn run(root: &Root, id: &str) -> Result<()> {
     let mut h = Handle::load(root, id)?;
@@ -45,8 +43,15 @@ pub fn start(container: &mut Container, hooks: Option<&Hooks>, wait_for_exec: bo
         .save()
         .context("save container state")?;
     let poststart = hooks.and_then(|h| h.poststart().as_ref());
-    if wait_for_exec || poststart.is_some() {
-        self::wait_for_exec(pid);
+    if (wait_for_exec || poststart.is_some())
+        && exec_watch::wait_for_exec(pid) == Exec::FailedBefore
+    {
+        // Its error went to the log (`--log`/`--debug`); runc's `run`
+        // fails here too instead of passing on the init's exit code.
+        bail!(
+            "the container's process exited before running its command \
+             (a startContainer hook or the exec failed; --debug shows why)"
+        );
     }
     if let Some(poststart) = poststart {
         libcontainer::hooks::run_hooks(
@@ -59,25 +64,4 @@ pub fn start(container: &mut Container, hooks: Option<&Hooks>, wait_for_exec: bo
         .context("poststart hook")?;
     }
     Ok(())
-}
-
-/// Waits until the init has replaced rcrun's image with the container's
-/// command (or is gone).
-fn wait_for_exec(pid: i32) {
-    let Ok(own) = std::fs::metadata("/proc/self/exe") else {
-        return;
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut pause = Duration::from_micros(50);
-    while Instant::now() < deadline {
-        match std::fs::metadata(format!("/proc/{pid}/exe")) {
-            Ok(m) if m.dev() == own.dev() && m.ino() == own.ino() => {}
-            // Exec'd, exited, or a zombie (no exe link): done either way.
-            _ => return,
-        }
-        std::thread::sleep(pause);
-        // The exec follows the start message within a millisecond or two:
-        // poll finely so that `start` does not oversleep it.
-        pause = (pause * 2).min(Duration::from_micros(400));
-    }
 }
