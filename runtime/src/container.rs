@@ -47,14 +47,7 @@ pub struct Root(PathBuf);
 
 impl Root {
     pub fn new(path: &Path) -> Root {
-        let abs = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .map(|d| d.join(path))
-                .unwrap_or_else(|_| path.to_path_buf())
-        };
-        Root(abs)
+        Root(crate::fsutil::absolute(path))
     }
 
     pub fn path(&self) -> &Path {

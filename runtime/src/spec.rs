@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
-use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
+use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
 /// Where containers' cgroups go when `linux.cgroupsPath` is unset or relative:
 /// `/rcrun/<id>` and `/rcrun/<relative path>` under each hierarchy's root.
@@ -74,15 +74,9 @@ pub fn has_user_namespace(spec: &Spec) -> bool {
         .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User))
 }
 
-/// Checks what libcontainer would otherwise reject late or with a vague
-/// message, naming the field.
-pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
-    validate_version(spec.version())?;
-
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| invalid("process", "missing"))?;
+/// The checks of [`validate`] that apply to any process (the container's,
+/// or one given to `exec --process`): fields named as `process.*`.
+pub fn validate_process(process: &Process) -> Result<(), SpecError> {
     match process.args() {
         Some(args) if !args.is_empty() && !args[0].is_empty() => {}
         _ => return Err(invalid("process.args", "must name a command")),
@@ -118,6 +112,19 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
             })?;
         }
     }
+    Ok(())
+}
+
+/// Checks what libcontainer would otherwise reject late or with a vague
+/// message, naming the field.
+pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
+    validate_version(spec.version())?;
+
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| invalid("process", "missing"))?;
+    validate_process(process)?;
 
     let root = spec
         .root()
@@ -266,6 +273,16 @@ fn check_rlimit_allowed(resource: i32, hard: u64) -> Result<(), String> {
     // SAFETY: getrlimit writes into the struct we pass.
     if unsafe { libc::getrlimit(resource as _, &mut cur) } != 0 {
         return Err("unknown resource".into());
+    }
+    if resource == libc::RLIMIT_NOFILE as i32 {
+        // Not even CAP_SYS_RESOURCE raises it above the kernel's ceiling.
+        if let Some(nr_open) = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .filter(|&max| hard > max)
+        {
+            return Err(format!("hard limit {hard} exceeds fs.nr_open ({nr_open})"));
+        }
     }
     if hard > cur.rlim_max && !has_sys_resource() {
         return Err(format!(

@@ -549,3 +549,15 @@ impl Rcrun {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
+
+/// A host directory holding `bad`, an executable script whose interpreter
+/// does not exist: its execve fails only in the container's process.
+pub fn script_with_a_missing_interpreter() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "#!/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}

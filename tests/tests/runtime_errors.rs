@@ -400,3 +400,48 @@ fn failing_start_container_hook_fails_run_and_leaves_nothing() {
     );
     assert_eq!(code, 255, "{err}");
 }
+
+#[test]
+fn a_failed_exec_names_the_problem_and_leaves_no_pid_file() {
+    let r = Rcrun::new();
+    let scripts = rcrun_tests::bundle::script_with_a_missing_interpreter();
+    let b = Bundle::new(&["sleep", "1000"]).edit(|spec| {
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/scripts", "type": "bind",
+            "source": scripts.path(), "options": ["bind", "ro"]
+        }));
+    });
+    let id = r.run_detached("execpid", &b);
+    let pid_file = b.path().join("failed.pid");
+    let pid_file = pid_file.to_str().unwrap();
+    let err = r.fails(&[
+        "exec",
+        "--cwd",
+        "/no/such/dir",
+        "--pid-file",
+        pid_file,
+        &id,
+        "true",
+    ]);
+    assert!(err.contains("/no/such/dir"), "{err}");
+
+    let process = b.path().join("process.json");
+    let limit = json!({"type": "RLIMIT_NOFILE", "hard": 1u64 << 40, "soft": 1024});
+    let spec =
+        json!({"cwd": "/", "args": ["true"], "user": {"uid": 0, "gid": 0}, "rlimits": [limit]});
+    std::fs::write(&process, spec.to_string()).unwrap();
+    let err = r.fails(&["exec", "--process", process.to_str().unwrap(), &id]);
+    assert!(
+        err.contains("process.rlimits") && err.contains("nr_open"),
+        "{err}"
+    );
+
+    // The exec itself fails, after libcontainer wrote the pid file.
+    let err = r.fails(&["exec", "--pid-file", pid_file, &id, "/scripts/bad"]);
+    assert!(err.contains("/scripts/bad"), "{err}");
+    assert!(
+        !std::path::Path::new(pid_file).exists(),
+        "pid file of a failed exec left behind"
+    );
+    r.ok(&["delete", "--force", &id]);
+}

@@ -445,3 +445,36 @@ fn exec_hands_its_seccomp_notify_fd_to_the_listener() {
     assert_eq!(state["pid"], i64::from(read_pid(&pid_file)));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Seccomp:\t2\nrc=1\n");
 }
+
+#[test]
+fn a_failed_exec_leaves_no_pid_file() {
+    let r = Rcrun::new();
+    // Its execve fails only in the new process, after the pid file was
+    // written.
+    let scripts = rcrun_tests::bundle::script_with_a_missing_interpreter();
+    let b = userns_bundle(&["sleep", "1000"]).edit(|spec| {
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/scripts", "type": "bind",
+            "source": scripts.path(), "options": ["bind", "ro"]
+        }));
+    });
+    let id = r.run_detached("uxpidfile", &b);
+    let pid_file = b.path().join("failed.pid");
+    let pid_file = pid_file.to_str().unwrap();
+    let exec = ["exec", "--pid-file", pid_file, &id, "/scripts/bad"];
+    let err = r.fails(&exec);
+    assert!(err.contains("/scripts/bad"), "{err}");
+    assert!(
+        !std::path::Path::new(pid_file).exists(),
+        "pid file of a failed exec left behind"
+    );
+    assert!(
+        exec_leftovers(&r, &id).is_empty(),
+        "{:?}",
+        exec_leftovers(&r, &id)
+    );
+    // One that was there before is not ours to remove.
+    std::fs::write(pid_file, "1\n").unwrap();
+    r.fails(&exec);
+    assert!(std::path::Path::new(pid_file).exists());
+}

@@ -94,16 +94,6 @@ fn loopback_up_in(pid: i32) -> Result<()> {
     up
 }
 
-fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    }
-}
-
 /// A bundle's spec, read once: `run` looks at it before creating.
 pub struct Loaded {
     bundle: PathBuf,
@@ -117,7 +107,7 @@ impl Loaded {
         if opts.pidfd_socket.is_some() {
             bail!("--pidfd-socket is not supported");
         }
-        let bundle = absolute(opts.bundle.as_deref().unwrap_or(Path::new(".")));
+        let bundle = crate::fsutil::absolute(opts.bundle.as_deref().unwrap_or(Path::new(".")));
         let spec = spec::load(&bundle)?;
         Ok(Loaded { bundle, spec })
     }
@@ -220,7 +210,7 @@ pub fn create_loaded(
         cgroups_path: cgroups_path.clone(),
         init_start_time: None,
     };
-    let pid_file = opts.pid_file.as_deref().map(absolute);
+    let pid_file = opts.pid_file.as_deref().map(crate::fsutil::absolute);
     let pid_file_existed = pid_file.as_deref().is_some_and(Path::exists);
 
     let result = (|| -> Result<Container> {

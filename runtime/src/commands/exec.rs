@@ -1,10 +1,13 @@
 //! `rcrun exec`: run another process in a running container.
 use std::path::{Path, PathBuf};
 
+use std::os::fd::AsRawFd;
+
 use anyhow::{bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::oci_spec::runtime::{Capability, Process};
 use libcontainer::syscall::syscall::SyscallType;
+use nix::errno::Errno;
 
 use crate::cli::ExecArgs;
 use crate::commands::create::Stdio;
@@ -30,6 +33,9 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
         }
         None => (None, None),
     };
+    if let Some(init) = h.container.pid() {
+        check_cwd(init.as_raw(), process.cwd())?;
+    }
     let terminal = process.terminal().unwrap_or(false);
     if terminal && args.detach && args.console_socket.is_none() {
         bail!("cannot allocate tty if rcrun will detach without setting console socket");
@@ -58,6 +64,13 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
         new_keyring: None,
         confinement,
     };
+    // A pid file written before the process failed to start would name a
+    // process that never ran (libcontainer writes it first).
+    let pid_file_written = args
+        .pid_file
+        .as_deref()
+        .filter(|p| !p.exists())
+        .map(|p| crate::fsutil::RemoveOnDrop(crate::fsutil::absolute(p)));
     let pid = if crate::spec::has_user_namespace(&spec) {
         // libcontainer's tenant builder leaves the user namespace out.
         userns_exec::spawn(
@@ -89,6 +102,8 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
             console_path.as_deref(),
         )?
     };
+    // Started: the pid file stays.
+    std::mem::forget(pid_file_written);
     if let Some(n) = notify {
         n.forward(pid, &h.container.state).context("exec failed")?;
     }
@@ -100,6 +115,35 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
     match set {
         None => Ok(0),
         Some(set) => supervise::wait(pid, &set, pty),
+    }
+}
+
+/// The working directory must exist in the container (resolved as the
+/// container sees it: from its root, through its mounts). libcontainer's
+/// failing chdir reports only "failed to unix syscall"; runc names the cwd.
+fn check_cwd(init_pid: i32, cwd: &Path) -> Result<()> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let Ok(root) = std::fs::File::open(format!("/proc/{init_pid}/root")) else {
+        // The container is going away: the exec itself says so.
+        return Ok(());
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    match openat2(root.as_raw_fd(), cwd, how) {
+        Ok(fd) => {
+            let _ = nix::unistd::close(fd);
+            Ok(())
+        }
+        Err(e @ (Errno::ENOENT | Errno::ENOTDIR)) => {
+            bail!(
+                "cwd {} is not a directory in the container: {e}",
+                cwd.display()
+            )
+        }
+        // Anything else (a cwd only the process's user may search) is for
+        // the exec to find out.
+        Err(_) => Ok(()),
     }
 }
 
@@ -154,9 +198,7 @@ fn build_process(args: &ExecArgs, base: Option<&Process>) -> Result<Process> {
         let de = &mut serde_json::Deserializer::from_slice(&data);
         let p: Process = serde_path_to_error::deserialize(de)
             .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))?;
-        if p.args().as_ref().is_none_or(|a| a.is_empty()) {
-            bail!("{}: args must not be empty", path.display());
-        }
+        crate::spec::validate_process(&p).with_context(|| path.display().to_string())?;
         return Ok(p);
     }
     if args.command.is_empty() {
