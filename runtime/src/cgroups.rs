@@ -15,6 +15,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Map, Value};
 
+use crate::mountinfo::Mount;
+
 const ROOT: &str = "/sys/fs/cgroup";
 
 /// The cgroupfs manager for a container's cgroup (the systemd driver is not
@@ -71,10 +73,10 @@ impl Teardown {
         if is_unified() {
             return Ok(Teardown::V2(manager(path, id)?));
         }
-        let mountinfo = read_mountinfo().context("read /proc/self/mountinfo")?;
+        let mounts = crate::mountinfo::read()?;
         let mut dirs: Vec<PathBuf> = Vec::new();
         let mut freezer = None;
-        for (mount_point, controllers) in v1_mounts(&mountinfo) {
+        for (mount_point, controllers) in v1_mounts(&mounts) {
             let dir = mount_point.join(&rel);
             if controllers.contains(&"freezer") {
                 freezer = Some(dir.clone());
@@ -148,20 +150,6 @@ impl Teardown {
     }
 }
 
-/// Our mountinfo, from a file that is verified to live on a real procfs
-/// (what a /proc overmounted by something else could not pass).
-fn read_mountinfo() -> Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open("/proc/self/mountinfo")?;
-    let fs = nix::sys::statfs::fstatfs(&f)?;
-    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
-        bail!("/proc is not a procfs");
-    }
-    let mut s = String::new();
-    f.read_to_string(&mut s)?;
-    Ok(s)
-}
-
 /// A cgroups path as a path relative to a hierarchy's root; `..` is refused
 /// so that no path reaches outside the hierarchy.
 fn relative(path: &Path) -> Result<PathBuf> {
@@ -179,35 +167,21 @@ fn relative(path: &Path) -> Result<PathBuf> {
 }
 
 /// Mount points of the v1 hierarchies that hold one of [`V1_CONTROLLERS`],
-/// with the controllers of each (from the super options of mountinfo lines:
-/// `... - cgroup cgroup rw,cpu,cpuacct`).
-fn v1_mounts(mountinfo: &str) -> Vec<(PathBuf, Vec<&str>)> {
-    let mut out = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((before, after)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut post = after.split_whitespace();
-        if post.next() != Some("cgroup") {
-            continue;
-        }
-        let Some(mount_point) = before.split_whitespace().nth(4) else {
-            continue;
-        };
-        let controllers: Vec<&str> = post
-            .nth(1)
-            .unwrap_or_default()
-            .split(',')
-            .filter(|o| V1_CONTROLLERS.contains(o))
-            .collect();
-        if !controllers.is_empty() {
-            out.push((
-                PathBuf::from(crate::fsutil::unescape_mountinfo(mount_point)),
-                controllers,
-            ));
-        }
-    }
-    out
+/// with the controllers of each (the super options of a `cgroup` mount:
+/// `rw,cpu,cpuacct`).
+fn v1_mounts(mounts: &[Mount]) -> Vec<(&Path, Vec<&str>)> {
+    mounts
+        .iter()
+        .filter(|m| m.fs_type == "cgroup")
+        .filter_map(|m| {
+            let controllers: Vec<&str> = m
+                .super_options
+                .split(',')
+                .filter(|o| V1_CONTROLLERS.contains(o))
+                .collect();
+            (!controllers.is_empty()).then_some((m.mount_point.as_path(), controllers))
+        })
+        .collect()
 }
 
 /// PIDs in a v1 cgroup directory and all its sub-cgroups.
@@ -535,15 +509,15 @@ mod tests {
 40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
-        let m = v1_mounts(mi);
+        let mounts = crate::mountinfo::parse(mi);
         assert_eq!(
-            m,
+            v1_mounts(&mounts),
             vec![
                 (
-                    PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"),
+                    Path::new("/sys/fs/cgroup/cpu,cpuacct"),
                     vec!["cpu", "cpuacct"]
                 ),
-                (PathBuf::from("/sys/fs/cgroup/my freezer"), vec!["freezer"]),
+                (Path::new("/sys/fs/cgroup/my freezer"), vec!["freezer"]),
             ]
         );
     }

@@ -397,14 +397,10 @@ fn mask_path(target: &Path, dev_null: &Path, label: Option<&str>) -> Result<()> 
 
 /// Mount points of file system type `fstype` at or under `root`.
 fn mount_points_of_type(root: &Path, fstype: &str) -> Result<Vec<PathBuf>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
-    Ok(info
-        .lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let point = PathBuf::from(crate::fsutil::unescape_mountinfo(left.split(' ').nth(4)?));
-            (right.split(' ').next() == Some(fstype) && point.starts_with(root)).then_some(point)
-        })
+    Ok(crate::mountinfo::read()?
+        .into_iter()
+        .filter(|m| m.fs_type == fstype && m.mount_point.starts_with(root))
+        .map(|m| m.mount_point)
         .collect())
 }
 

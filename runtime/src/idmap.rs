@@ -441,13 +441,11 @@ fn map_text(maps: &[LinuxIdMapping]) -> String {
         .collect()
 }
 
-/// Mount points in the current mount namespace (`/proc/self/mountinfo`).
+/// Mount points in the current mount namespace.
 fn mount_points() -> Result<HashSet<PathBuf>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
-    Ok(info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(crate::fsutil::unescape_mountinfo(p)))
+    Ok(crate::mountinfo::read()?
+        .into_iter()
+        .map(|m| m.mount_point)
         .collect())
 }
 
