@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 /// What became of the init after the start message.
 #[derive(Debug, PartialEq)]
 pub enum Exec {
-    /// It runs the container's command, or ran it and exited.
+    /// It runs the container's command, or ran it and exited (or was
+    /// killed by a signal: not a failure of its own).
     Done,
     /// It exited while still libcontainer's init: a startContainer hook or
     /// the exec failed. Seen only while it is an unreaped zombie (always so
@@ -58,10 +59,16 @@ pub fn zombie_outcome(pid: i32) -> Exec {
         return Exec::Unknown;
     };
     let comm = &stat[open + 1..close];
-    let state = stat[close + 1..].split_whitespace().next();
-    match (state, comm == INIT_COMM) {
-        (Some("Z"), true) => Exec::FailedBefore,
-        (Some("Z"), false) => Exec::Done,
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // Field 3 is the state; field 52 the exit status in waitpid's format.
+    let killed = fields
+        .get(49)
+        .and_then(|f| f.parse::<i32>().ok())
+        .is_some_and(|status| status & 0x7f != 0);
+    match (fields.first().copied(), comm == INIT_COMM) {
+        // Killed by a signal is not a failure of its own.
+        (Some("Z"), true) if !killed => Exec::FailedBefore,
+        (Some("Z"), _) => Exec::Done,
         _ => Exec::Unknown,
     }
 }
