@@ -29,6 +29,10 @@ use serde::{Deserialize, Serialize};
 /// The hidden subcommand the hook runs.
 pub const SUBCOMMAND: &str = "container-setup";
 
+/// The file in the container's record directory where a failing set-up
+/// hook writes why.
+pub const ERROR_FILE: &str = "setup-error";
+
 /// Which hook a plan is for.
 #[derive(Serialize, Deserialize, Debug, Default, Clone, Copy, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -53,6 +57,10 @@ pub struct Plan {
     pub loopback_up: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unbindable: Option<Unbindable>,
+    /// Where a failing hook writes why, for `create` to report as its own
+    /// error: a hook's stderr reaches neither `--log` nor containerd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_file: Option<PathBuf>,
 }
 
 /// `rootfsPropagation: runbindable`: the paths libcontainer would otherwise
@@ -182,6 +190,8 @@ pub fn plan(spec: &mut Spec) -> Result<Plan> {
         mounts: steps,
         loopback_up,
         unbindable,
+        // Known once the container's record directory is: install_hook.
+        error_file: None,
     })
 }
 
@@ -214,7 +224,8 @@ fn take_runbindable(spec: &mut Spec) -> Option<Unbindable> {
 /// rest), and, for `runbindable`, last among the `createContainer` hooks.
 /// The plan travels on the command line: in a user namespace the hook
 /// cannot read rcrun's root directory.
-pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan) -> Result<()> {
+pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan, error_file: &Path) -> Result<()> {
+    let error_file = Some(error_file.to_path_buf());
     let hook = |plan: &Plan| {
         HookBuilder::default()
             .path(exe)
@@ -232,6 +243,7 @@ pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan) -> Result<()> {
             phase: Phase::Runtime,
             rootfs: plan.rootfs.clone(),
             idmapped: plan.idmapped.clone(),
+            error_file: error_file.clone(),
             ..Plan::default()
         };
         let mut list = vec![hook(&runtime)?];
@@ -243,6 +255,7 @@ pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan) -> Result<()> {
         let container = Plan {
             idmapped: Vec::new(),
             unbindable: None,
+            error_file: error_file.clone(),
             ..plan.clone()
         };
         list.insert(0, hook(&container)?);
@@ -253,6 +266,7 @@ pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan) -> Result<()> {
         let unbindable = Plan {
             rootfs: plan.rootfs.clone(),
             unbindable: plan.unbindable.clone(),
+            error_file,
             ..Plan::default()
         };
         list.push(hook(&unbindable)?);
@@ -262,6 +276,30 @@ pub fn install_hook(spec: &mut Spec, exe: &Path, plan: &Plan) -> Result<()> {
     }
     spec.set_hooks(Some(hooks));
     Ok(())
+}
+
+/// Runs a plan as the hook. A failure goes to the plan's error file (the
+/// first one only), or to stderr when it cannot.
+pub fn run_hook(plan: &str) -> std::process::ExitCode {
+    let Err(e) = run(plan) else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    let msg = crate::anyhow_text(&e);
+    let error_file = serde_json::from_str::<Plan>(plan)
+        .ok()
+        .and_then(|p| p.error_file);
+    let written = error_file.is_some_and(|f| crate::fsutil::write_new(&f, msg.as_bytes()).is_ok());
+    if !written {
+        eprintln!("{msg}");
+    }
+    std::process::ExitCode::from(1)
+}
+
+/// Why a set-up hook failed, if one did: what it wrote to `error_file`.
+pub fn hook_failure(error_file: &Path) -> Option<String> {
+    std::fs::read_to_string(error_file)
+        .ok()
+        .filter(|m| !m.is_empty())
 }
 
 /// The hook's work.

@@ -55,13 +55,7 @@ fn container_setup_hook() -> Option<ExitCode> {
         return None;
     }
     let plan = plan.into_string().ok()?;
-    Some(match rcrun::container_setup::run(&plan) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}", rcrun::anyhow_text(&e));
-            ExitCode::from(1)
-        }
-    })
+    Some(rcrun::container_setup::run_hook(&plan))
 }
 
 fn dispatch(cli: &Cli) -> Result<i32> {

@@ -445,3 +445,41 @@ fn a_failed_exec_names_the_problem_and_leaves_no_pid_file() {
     );
     r.ok(&["delete", "--force", &id]);
 }
+
+#[test]
+fn a_failing_set_up_step_is_reported_with_its_reason() {
+    let r = Rcrun::new();
+    // /etc copied up into a tmpfs too small for it: the set-up hook fails
+    // inside the new container.
+    let b = Bundle::new(&["true"]).edit(|spec| {
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/etc", "type": "tmpfs", "source": "tmpfs",
+            "options": ["tmpcopyup", "size=4k"]
+        }));
+    });
+    let id = r.tracked_id("setupfail");
+    let log = b.path().join("rcrun-log.json");
+    let out = r.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "create",
+        "-b",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("tmpcopyup on /etc"), "{err}");
+    // Where containerd reads it.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let last: Value = serde_json::from_str(logged.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "error");
+    assert!(
+        last["msg"].as_str().unwrap().contains("tmpcopyup on /etc"),
+        "{logged}"
+    );
+    assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
+}

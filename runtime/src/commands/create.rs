@@ -213,10 +213,11 @@ pub fn create_loaded(
     let pid_file = opts.pid_file.as_deref().map(crate::fsutil::absolute);
     let pid_file_existed = pid_file.as_deref().is_some_and(Path::exists);
 
+    let setup_error = eff_bundle.join(container_setup::ERROR_FILE);
     let result = (|| -> Result<Container> {
         if !setup.is_empty() {
             let exe = std::env::current_exe().context("locate the rcrun binary")?;
-            container_setup::install_hook(&mut spec, &exe, &setup)?;
+            container_setup::install_hook(&mut spec, &exe, &setup, &setup_error)?;
         }
         // The directory was created above by this process: nobody else
         // writes here, so plain exclusive writes do (no temp file + rename).
@@ -276,6 +277,12 @@ pub fn create_loaded(
         // Whatever failed, the same cleanup: the container (if libcontainer
         // made it), its cgroup and directories, and a pid file we wrote.
         Err(e) => {
+            // libcontainer says only that a hook exited 1: the reason is
+            // what rcrun's set-up hook wrote.
+            let e = match container_setup::hook_failure(&setup_error) {
+                Some(reason) => anyhow::anyhow!("container set-up: {reason}"),
+                None => e,
+            };
             let pid = Container::load(root.state_dir(id))
                 .ok()
                 .and_then(|c| c.pid())
