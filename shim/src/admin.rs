@@ -34,10 +34,20 @@ pub enum AdminRequest {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What a pull authenticates with: a user and password, or a token (as in
+/// the CRI's `AuthConfig`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Credentials {
+    #[serde(default)]
     pub username: String,
+    #[serde(default)]
     pub password: String,
+    /// An OAuth2 refresh token, exchanged at the registry's token server.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity_token: String,
+    /// A bearer token, sent as it is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub registry_token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,6 +192,8 @@ async fn serve_pull(
     let auth = credentials.map(|c| rcrun_image::PullAuth {
         username: c.username,
         password: c.password,
+        identity_token: c.identity_token,
+        registry_token: c.registry_token,
         ..Default::default()
     });
     let pull = daemon.images.pull_with_progress(&reference, auth, progress);

@@ -97,8 +97,15 @@ enum ImageCommand {
     Pull {
         reference: String,
         /// Registry credentials.
-        #[arg(long, value_name = "USER:PASS")]
+        #[arg(long, value_name = "USER:PASS", group = "auth")]
         creds: Option<String>,
+        /// An identity token (OAuth2 refresh token) from a registry login,
+        /// exchanged at the registry's token server.
+        #[arg(long, value_name = "TOKEN", group = "auth")]
+        identity_token: Option<String>,
+        /// A registry (bearer) token, sent as it is.
+        #[arg(long, value_name = "TOKEN", group = "auth")]
+        registry_token: Option<String>,
     },
 }
 
@@ -145,8 +152,24 @@ fn image_cli(config: &Config, command: ImageCommand) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let request = match command {
-        ImageCommand::Pull { reference, creds } => {
-            let credentials = creds.as_deref().map(parse_creds).transpose()?;
+        ImageCommand::Pull {
+            reference,
+            creds,
+            identity_token,
+            registry_token,
+        } => {
+            let credentials = match (creds, identity_token, registry_token) {
+                (Some(creds), _, _) => Some(parse_creds(&creds)?),
+                (None, Some(identity_token), _) => Some(admin::Credentials {
+                    identity_token,
+                    ..Default::default()
+                }),
+                (None, None, Some(registry_token)) => Some(admin::Credentials {
+                    registry_token,
+                    ..Default::default()
+                }),
+                (None, None, None) => None,
+            };
             let image = rt.block_on(pull_progress::pull(
                 config.admin_socket(),
                 &reference,
@@ -188,6 +211,7 @@ fn parse_creds(creds: &str) -> anyhow::Result<admin::Credentials> {
         Some((user, password)) if !user.is_empty() => Ok(admin::Credentials {
             username: user.to_string(),
             password: password.to_string(),
+            ..Default::default()
         }),
         _ => bail!("--creds must be USER:PASS, got {creds:?}"),
     }

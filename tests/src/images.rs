@@ -94,6 +94,16 @@ impl Daemon {
             .map(|r| r.into_inner().images)
     }
 
+    /// RemoveImage of `reference`, which must succeed.
+    pub async fn remove_image(&mut self, reference: &str) {
+        self.images
+            .remove_image(cri::RemoveImageRequest {
+                image: image_spec(reference),
+            })
+            .await
+            .expect("RemoveImage");
+    }
+
     /// Every tag of every image listed.
     pub async fn image_names(&mut self) -> Vec<String> {
         self.list_images()
@@ -103,4 +113,15 @@ impl Daemon {
             .flat_map(|i| i.repo_tags)
             .collect()
     }
+}
+
+/// `rcrun-cri image pull REFERENCE ARGS...` against the daemon's socket.
+pub fn cli_pull(d: &Daemon, reference: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::bins::bin("rcrun-cri"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["image", "pull", reference])
+        .args(args)
+        .output()
+        .expect("running rcrun-cri image pull")
 }

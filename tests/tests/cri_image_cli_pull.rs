@@ -1,19 +1,9 @@
 //! `rcrun-cri image pull` against the running daemon: it pulls through the
 //! daemon's admin socket from a real local registry, prints its layers'
 //! progress, and the CRI sees the image afterwards.
-use rcrun_tests::bins::bin;
 use rcrun_tests::daemon::{Daemon, DaemonOptions};
-use rcrun_tests::images::{lists_image, MirroredRegistry};
+use rcrun_tests::images::{cli_pull, lists_image, MirroredRegistry};
 use rcrun_tests::registry::Registry;
-
-fn cli_pull(d: &Daemon, reference: &str) -> std::process::Output {
-    std::process::Command::new(bin("rcrun-cri"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["image", "pull", reference])
-        .output()
-        .expect("running rcrun-cri image pull")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pull_shows_layers_and_the_cri_lists_the_image() {
@@ -23,7 +13,7 @@ async fn image_pull_shows_layers_and_the_cri_lists_the_image() {
         image,
         reference,
     } = MirroredRegistry::start().await;
-    let out = cli_pull(&d, &reference);
+    let out = cli_pull(&d, &reference, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -54,7 +44,7 @@ async fn image_pull_of_an_unknown_image_fails_naming_it() {
     })
     .await;
     let missing = format!("{}/no-such-image:1", registry.addr());
-    let out = cli_pull(&d, &missing);
+    let out = cli_pull(&d, &missing, &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

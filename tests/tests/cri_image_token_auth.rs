@@ -5,7 +5,7 @@
 use rcrun_proto::cri;
 use rcrun_tests::daemon::{Daemon, DaemonOptions};
 use rcrun_tests::fixtures::Image;
-use rcrun_tests::images::{mirror_options, reference, MIRRORED_HOST};
+use rcrun_tests::images::{cli_pull, mirror_options, reference, MIRRORED_HOST};
 use rcrun_tests::registry::{http_post_form, http_request, PrefixProxy, Registry};
 use rcrun_tests::token_server::{TokenRequest, TokenServer, SERVICE};
 
@@ -248,6 +248,56 @@ async fn identity_token_is_exchanged_for_an_access_token() {
         "{requests:?}"
     );
     assert_eq!(exchanges[1].account, USER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_pull_command_takes_tokens_too() {
+    let mut s = setup().await;
+    let refused = cli_pull(
+        &s.daemon,
+        &s.reference,
+        &["--registry-token", "not.a-jwt.at-all"],
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.to_lowercase().contains("unauthorized") || err.contains("401"),
+        "{err}"
+    );
+    assert!(s.daemon.image_names().await.is_empty());
+
+    let token = s.tokens.issue(USER, &[&s.image.repository]);
+    let out = cli_pull(&s.daemon, &s.reference, &["--registry-token", &token]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().last(),
+        Some(s.image.config_digest.as_str())
+    );
+
+    // Gone again, then through an identity token from a login.
+    s.daemon.remove_image(&s.reference).await;
+    let out = cli_pull(
+        &s.daemon,
+        &s.reference,
+        &["--identity-token", &login(&s.tokens)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // One kind of credentials at a time.
+    let both = cli_pull(
+        &s.daemon,
+        &s.reference,
+        &["--creds", "a:b", "--registry-token", &token],
+    );
+    assert!(!both.status.success());
 }
 
 /// A refresh token from the OAuth2 password grant, as `docker login` keeps it.
