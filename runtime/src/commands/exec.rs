@@ -1,7 +1,6 @@
 //! `rcrun exec`: run another process in a running container.
-use std::path::{Path, PathBuf};
-
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
