@@ -7,6 +7,9 @@ use rcrun_proto::cri;
 use rcrun_tests::daemon::{container_config, log_dir, pod_config, Daemon, DaemonOptions};
 
 const WAIT: Duration = Duration::from_secs(20);
+/// How long a request that may never have left the client gets to show
+/// its work before it is sent again.
+const RESEND: Duration = Duration::from_secs(3);
 
 /// Lines of a CRI log file: (stream, tag, message), checking the timestamp.
 fn parse_log(path: &std::path::Path) -> Vec<(String, String, String)> {
@@ -367,19 +370,26 @@ async fn a_client_that_gives_up_does_not_leave_half_made_objects() {
     let image = d.import_fixture("busybox");
     let logs = log_dir();
     let config = pod_config("impatient", logs.path());
-    let mut request = tonic::Request::new(cri::RunPodSandboxRequest {
-        config: Some(config.clone()),
-        ..Default::default()
-    });
-    request.set_timeout(Duration::from_millis(1));
-    let gave_up = d.runtime.run_pod_sandbox(request).await;
-    assert!(
-        gave_up.is_err(),
-        "the pod was made within 1 ms: {gave_up:?}"
-    );
-
+    // A 1 ms deadline can also pass before the client has sent the request
+    // at all, and then the daemon never saw it: so a request is sent again
+    // while nothing has appeared. That hides no dropped work, since the
+    // daemon would drop each request it receives.
     let deadline = Instant::now() + WAIT;
+    let mut send_at = Instant::now();
     let pod = loop {
+        if Instant::now() >= send_at {
+            let mut request = tonic::Request::new(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                ..Default::default()
+            });
+            request.set_timeout(Duration::from_millis(1));
+            let gave_up = d.runtime.run_pod_sandbox(request).await;
+            assert!(
+                gave_up.is_err(),
+                "the pod was made within 1 ms: {gave_up:?}"
+            );
+            send_at = Instant::now() + RESEND;
+        }
         let pods = d.list_pods().await.unwrap();
         if let Some(p) = pods
             .iter()
@@ -391,15 +401,19 @@ async fn a_client_that_gives_up_does_not_leave_half_made_objects() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
-    let mut request = tonic::Request::new(cri::CreateContainerRequest {
-        pod_sandbox_id: pod.clone(),
-        config: Some(container_config("late", &image, &["sleep", "1000"])),
-        sandbox_config: Some(config),
-    });
-    request.set_timeout(Duration::from_millis(1));
-    assert!(d.runtime.create_container(request).await.is_err());
     let deadline = Instant::now() + WAIT;
+    let mut send_at = Instant::now();
     let container = loop {
+        if Instant::now() >= send_at {
+            let mut request = tonic::Request::new(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config("late", &image, &["sleep", "1000"])),
+                sandbox_config: Some(config.clone()),
+            });
+            request.set_timeout(Duration::from_millis(1));
+            assert!(d.runtime.create_container(request).await.is_err());
+            send_at = Instant::now() + RESEND;
+        }
         let containers = d.list_containers().await.unwrap();
         if let Some(c) = containers.first() {
             break c.id.clone();
