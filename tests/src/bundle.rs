@@ -561,3 +561,33 @@ pub fn script_with_a_missing_interpreter() -> tempfile::TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
+
+/// Waits until process `pid` has a handler for each of `signals` (its
+/// `SigCgt`). A container's PID 1 drops the signals it has no handler for,
+/// so a test that signals a shell's `trap` must wait for the trap first.
+pub fn wait_for_signal_handlers(pid: i32, signals: &[i32]) {
+    let want: u64 = signals
+        .iter()
+        .map(|s| 1u64 << (s - 1))
+        .fold(0, |a, b| a | b);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let caught = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(0);
+        if caught & want == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} has no handlers for signals {signals:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use rcrun_tests::bundle::{
-    assert_no_leftovers, cgroup_dir, default_cgroups_path, unique_id, Bundle, ConsoleSocket, Rcrun,
+    assert_no_leftovers, cgroup_dir, default_cgroups_path, unique_id, wait_for_signal_handlers,
+    Bundle, ConsoleSocket, Rcrun,
 };
 use serde_json::{json, Value};
 
@@ -326,8 +327,8 @@ fn kill_takes_signal_names_and_numbers() {
     let b = sh("trap 'exit 42' USR1; trap 'exit 43' HUP; while true; do sleep 0.05; done");
     for (sig, code) in [("USR1", 42), ("SIGUSR1", 42), ("10", 42), ("hup", 43)] {
         let (id, mut child) = r.spawn_running("sig", &b);
-        // Let the shell install its traps.
-        std::thread::sleep(Duration::from_millis(300));
+        // The container's PID 1 would drop a signal it has no trap for yet.
+        wait_for_signal_handlers(r.pid(&id), &[libc::SIGUSR1, libc::SIGHUP]);
         r.ok(&["kill", &id, sig]);
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(code), "signal {sig}");
@@ -351,8 +352,8 @@ fn run_exits_128_plus_signal_when_killed() {
 fn run_forwards_signals_to_the_container() {
     let r = Rcrun::new();
     let b = sh("trap 'exit 44' TERM; while true; do sleep 0.05; done");
-    let (_, mut child) = r.spawn_running("fwd", &b);
-    std::thread::sleep(Duration::from_millis(300));
+    let (id, mut child) = r.spawn_running("fwd", &b);
+    wait_for_signal_handlers(r.pid(&id), &[libc::SIGTERM]);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
