@@ -371,9 +371,16 @@ fn kill_all_signals_every_process() {
     });
     let id = r.run_detached("killall", &b);
     let cg = default_cgroups_path(&id);
-    std::thread::sleep(Duration::from_millis(200));
-    let pids: Vec<i32> = serde_json::from_str(&r.ok(&["ps", "--format", "json", &id])).unwrap();
-    assert_eq!(pids.len(), 3, "{pids:?}");
+    // The shell and its two children, once it has forked them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pids: Vec<i32> = serde_json::from_str(&r.ok(&["ps", "--format", "json", &id])).unwrap();
+        if pids.len() == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pids:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     r.ok(&["kill", "--all", &id, "KILL"]);
     r.wait_status(&id, "stopped");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
