@@ -71,9 +71,7 @@ fn reap(pid: Pid) -> Option<Exit> {
     // A look at `pid` before it is reaped: once reaped, there is no telling
     // whether it got as far as its command.
     let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    // Killed by a signal (one rcrun forwarded, say) is not a failure of its
-    // own: that stays 128+signal.
-    let before_exec = matches!(waitid(Id::Pid(pid), peek), Ok(WaitStatus::Exited(..)))
+    let before_exec = matches!(waitid(Id::Pid(pid), peek), Ok(st) if st != WaitStatus::StillAlive)
         && exec_watch::zombie_outcome(pid.as_raw()) == Exec::FailedBefore;
     let mut code = None;
     loop {

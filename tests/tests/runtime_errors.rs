@@ -290,6 +290,12 @@ fn record_without_state_is_cleaned_by_delete_force() {
     );
 }
 
+/// The last line of a `--log-format json` log file.
+fn last_log_line(log: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(log).unwrap();
+    serde_json::from_str(text.lines().last().expect("an empty log")).unwrap()
+}
+
 #[test]
 fn errors_go_to_the_log_file_as_runc_json() {
     let r = Rcrun::new();
@@ -306,8 +312,7 @@ fn errors_go_to_the_log_file_as_runc_json() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim(), "container does not exist");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let last = last_log_line(&log);
     assert_eq!(last["level"], "error");
     assert_eq!(last["msg"], "container does not exist");
     assert!(last["time"].as_str().unwrap().ends_with('Z'));
@@ -474,12 +479,11 @@ fn a_failing_set_up_step_is_reported_with_its_reason() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("tmpcopyup on /etc"), "{err}");
     // Where containerd reads it.
-    let logged = std::fs::read_to_string(&log).unwrap();
-    let last: Value = serde_json::from_str(logged.lines().last().unwrap()).unwrap();
+    let last = last_log_line(&log);
     assert_eq!(last["level"], "error");
     assert!(
         last["msg"].as_str().unwrap().contains("tmpcopyup on /etc"),
-        "{logged}"
+        "{last}"
     );
     assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
 }
