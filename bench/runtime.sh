@@ -75,7 +75,10 @@ jq --arg root "$FIXTURES/rootfs/busybox" '
   | .hostname = "bench"' "$bundle/config.json" >"$bundle/config.json.new"
 mv "$bundle/config.json.new" "$bundle/config.json"
 
-now_us() { local t="${EPOCHREALTIME/./}"; echo "${t}"; }
+# stamp VAR: the time in microseconds into VAR. A builtin assignment, not a
+# command substitution: a subshell's fork and exit would fall inside every
+# timed interval and add the same milliseconds to each runtime's numbers.
+stamp() { local t="$EPOCHREALTIME"; printf -v "$1" '%s' "${t/./}"; }
 
 # step NAME RUNTIME_NAME -- records elapsed microseconds of one command
 record() { # file value
@@ -87,29 +90,29 @@ one_round() { # runtime name, round index
   rt="$(runtime_path "$name")"
   id="bench-$name-$$-$i"
   local root="$work/state-$name"
-  t0="$(now_us)"
+  stamp t0
   "$rt" --root "$root" run --bundle "$bundle" "$id" </dev/null >/dev/null 2>&1 \
     || { echo "$name run failed" >&2; "$rt" --root "$root" run --bundle "$bundle" "$id" </dev/null; exit 1; }
-  t1="$(now_us)"
+  stamp t1
   record "$name.run" $((t1 - t0))
   "$rt" --root "$root" delete --force "$id" >/dev/null 2>&1 || true
 
   id="$id-c"
-  t0="$(now_us)"
+  stamp t0
   "$rt" --root "$root" create --bundle "$bundle" "$id" </dev/null >/dev/null 2>&1 \
     || { echo "$name create failed" >&2; exit 1; }
-  t1="$(now_us)"
+  stamp t1
   "$rt" --root "$root" start "$id" </dev/null >/dev/null 2>&1 || { echo "$name start failed" >&2; exit 1; }
-  t2="$(now_us)"
+  stamp t2
   # `true` exits at once; wait for that so delete needs no force.
   for _ in $(seq 200); do
     # grep without -q reads to the end: no writer ever sees a closed pipe.
     "$rt" --root "$root" state "$id" 2>/dev/null | grep '"status": *"stopped"' >/dev/null && break
   done
-  t3="$(now_us)"
+  stamp t3
   "$rt" --root "$root" delete "$id" </dev/null >/dev/null 2>&1 || { echo "$name delete failed" >&2; exit 1; }
   local t4
-  t4="$(now_us)"
+  stamp t4
   record "$name.create" $((t1 - t0))
   record "$name.start" $((t2 - t1))
   record "$name.delete" $((t4 - t3))
