@@ -51,8 +51,8 @@ const V1_CONTROLLERS: [&str; 12] = [
 ///
 /// On v1, building the library's manager reads `/proc/self/mountinfo` once
 /// per controller (and re-verifies /proc each time); a teardown only needs the
-/// directories, so they come from one read of mountinfo here. v2 has a
-/// single directory and its manager costs nothing to build.
+/// directories, so they come from [`v1_hierarchies`] here. v2 has a single
+/// directory and its manager costs nothing to build.
 pub enum Teardown {
     V1 {
         /// The cgroup's directory in each mounted controller's hierarchy
@@ -73,12 +73,11 @@ impl Teardown {
         if is_unified() {
             return Ok(Teardown::V2(manager(path, id)?));
         }
-        let mounts = crate::mountinfo::read()?;
         let mut dirs: Vec<PathBuf> = Vec::new();
         let mut freezer = None;
-        for (mount_point, controllers) in v1_mounts(&mounts) {
+        for (mount_point, controllers) in v1_hierarchies()? {
             let dir = mount_point.join(&rel);
-            if controllers.contains(&"freezer") {
+            if controllers.iter().any(|c| c == "freezer") {
                 freezer = Some(dir.clone());
             }
             if !dirs.contains(&dir) {
@@ -164,6 +163,53 @@ fn relative(path: &Path) -> Result<PathBuf> {
         }
     }
     Ok(rel)
+}
+
+/// Mount points of the v1 hierarchies that hold one of [`V1_CONTROLLERS`],
+/// with the controllers of each.
+///
+/// As runc does, the usual layout is tried first: `/proc/self/cgroup` names
+/// every hierarchy by its controllers (`4:cpu,cpuacct:/...`) and hosts mount
+/// it at `/sys/fs/cgroup/cpu,cpuacct`, which a statfs confirms. Reading
+/// mountinfo instead costs time in proportion to the host's mounts, hundreds
+/// on a busy node. Any other layout is read from mountinfo.
+fn v1_hierarchies() -> Result<Vec<(PathBuf, Vec<String>)>> {
+    let own = crate::mountinfo::read_proc_self("cgroup")?;
+    if let Some(found) = v1_hierarchies_in(&own, Path::new(ROOT)) {
+        return Ok(found);
+    }
+    let mounts = crate::mountinfo::read()?;
+    Ok(v1_mounts(&mounts)
+        .into_iter()
+        .map(|(p, c)| (p.to_path_buf(), c.iter().map(|c| c.to_string()).collect()))
+        .collect())
+}
+
+/// The hierarchies of a `/proc/self/cgroup` text at `<root>/<controllers>`,
+/// or `None` when one of them is not a cgroup mount there.
+fn v1_hierarchies_in(proc_self_cgroup: &str, root: &Path) -> Option<Vec<(PathBuf, Vec<String>)>> {
+    let mut found = Vec::new();
+    for line in proc_self_cgroup.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (_, Some(names), Some(_)) = (fields.next(), fields.next(), fields.next()) else {
+            return None;
+        };
+        let controllers: Vec<String> = names
+            .split(',')
+            .filter(|c| V1_CONTROLLERS.contains(c))
+            .map(str::to_string)
+            .collect();
+        if controllers.is_empty() {
+            continue;
+        }
+        let mount_point = root.join(names);
+        let fs = nix::sys::statfs::statfs(&mount_point).ok()?;
+        if fs.filesystem_type() != nix::sys::statfs::CGROUP_SUPER_MAGIC {
+            return None;
+        }
+        found.push((mount_point, controllers));
+    }
+    Some(found)
 }
 
 /// Mount points of the v1 hierarchies that hold one of [`V1_CONTROLLERS`],
@@ -520,6 +566,39 @@ mod tests {
                 (Path::new("/sys/fs/cgroup/my freezer"), vec!["freezer"]),
             ]
         );
+    }
+
+    #[test]
+    fn v1_hierarchies_are_found_where_proc_self_cgroup_names_them() {
+        // A tmpfs root with no cgroup mounts in it: the usual layout is not
+        // there, so the caller must fall back to mountinfo.
+        let own = "5:cpu,cpuacct:/user.slice\n1:name=systemd:/init.scope\n0::/init.scope\n";
+        let root = std::env::temp_dir();
+        assert_eq!(v1_hierarchies_in(own, &root), None);
+        // Only named and v2 hierarchies: nothing to look up.
+        assert_eq!(
+            v1_hierarchies_in("1:name=systemd:/\n0::/\n", &root),
+            Some(vec![])
+        );
+        assert_eq!(v1_hierarchies_in("garbage\n", &root), None);
+    }
+
+    #[test]
+    fn v1_hierarchies_agree_with_mountinfo_on_this_host() {
+        if is_unified() {
+            return;
+        }
+        let own = crate::mountinfo::read_proc_self("cgroup").unwrap();
+        let mut fast = v1_hierarchies_in(&own, Path::new(ROOT)).expect("the usual layout");
+        let mounts = crate::mountinfo::read().unwrap();
+        let mut slow: Vec<(PathBuf, Vec<String>)> = v1_mounts(&mounts)
+            .into_iter()
+            .map(|(p, c)| (p.to_path_buf(), c.iter().map(|c| c.to_string()).collect()))
+            .collect();
+        fast.sort();
+        slow.sort();
+        assert!(!fast.is_empty());
+        assert_eq!(fast, slow);
     }
 
     #[test]

@@ -14,18 +14,24 @@ pub struct Mount {
     pub super_options: String,
 }
 
-/// Reads the mount table, from a file verified to live on a real procfs
-/// (what a /proc overmounted by something else could not pass).
+/// Reads the mount table of this process's mount namespace.
 pub fn read() -> Result<Vec<Mount>> {
-    let mut f = std::fs::File::open("/proc/self/mountinfo").context("open /proc/self/mountinfo")?;
-    let fs = nix::sys::statfs::fstatfs(&f).context("statfs /proc/self/mountinfo")?;
+    Ok(parse(&read_proc_self("mountinfo")?))
+}
+
+/// Reads `/proc/self/<name>`, from a file verified to live on a real procfs
+/// (what a /proc overmounted by something else could not pass).
+pub fn read_proc_self(name: &str) -> Result<String> {
+    let path = format!("/proc/self/{name}");
+    let mut f = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+    let fs = nix::sys::statfs::fstatfs(&f).with_context(|| format!("statfs {path}"))?;
     if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
         bail!("/proc is not a procfs");
     }
     let mut text = String::new();
     f.read_to_string(&mut text)
-        .context("read /proc/self/mountinfo")?;
-    Ok(parse(&text))
+        .with_context(|| format!("read {path}"))?;
+    Ok(text)
 }
 
 /// Parses mountinfo lines: `id parent dev root mount-point options
