@@ -3,6 +3,8 @@
 # container, as whole processes, interleaved (rcrun runc crun rcrun ...):
 #   run                      `<rt> run` until the container has exited
 #   create / start / delete  the steps of the detached life cycle, and their sum
+#   exec                     `<rt> exec` of `true` in a running container (what
+#                            a kubelet exec probe costs)
 #   peak RSS                 max RSS of the runtime process during `run`
 # Medians in milliseconds and ratios rcrun/runc, rcrun/crun.
 #
@@ -85,6 +87,15 @@ record() { # file value
   echo "$2" >>"$work/$1"
 }
 
+# One long-running container per runtime for `exec`.
+exec_bundle="$work/exec-bundle"
+mkdir -p "$exec_bundle"
+jq '.process.args = ["sleep", "100000"]' "$bundle/config.json" >"$exec_bundle/config.json"
+for name in "${runtimes[@]}"; do
+  "$(runtime_path "$name")" --root "$work/state-$name" run --detach --bundle "$exec_bundle" "exec-$name-$$" \
+    </dev/null >/dev/null 2>&1 || { echo "$name run --detach failed" >&2; exit 1; }
+done
+
 one_round() { # runtime name, round index
   local name="$1" i="$2" rt id t0 t1 t2 t3
   rt="$(runtime_path "$name")"
@@ -117,6 +128,12 @@ one_round() { # runtime name, round index
   record "$name.start" $((t2 - t1))
   record "$name.delete" $((t4 - t3))
   record "$name.cycle" $((t1 - t0 + t2 - t1 + t4 - t3))
+
+  stamp t0
+  "$rt" --root "$root" exec "exec-$name-$$" true </dev/null >/dev/null 2>&1 \
+    || { echo "$name exec failed" >&2; exit 1; }
+  stamp t1
+  record "$name.exec" $((t1 - t0))
 }
 
 rss_round() { # runtime name, round index: peak RSS (KiB) of `run`
@@ -135,7 +152,7 @@ median() { # file -> median of its numbers
 
 # Warm-up: page cache, binaries, cgroup hierarchy.
 for name in "${runtimes[@]}"; do one_round "$name" warm; done
-rm -f "$work"/*.run "$work"/*.create "$work"/*.start "$work"/*.delete "$work"/*.cycle
+rm -f "$work"/*.run "$work"/*.create "$work"/*.start "$work"/*.delete "$work"/*.cycle "$work"/*.exec
 for i in $(seq "$N"); do
   for name in "${runtimes[@]}"; do one_round "$name" "$i"; done
 done
@@ -157,7 +174,7 @@ row() { # label, a b c [d] already converted, ratios from raw values
   # shellcheck disable=SC2059
   printf "%-22s %10s %10s %10s %12s %12s$extra_fmt\n" "$label" "$@"
 }
-for step in run create start delete cycle; do
+for step in run create start delete cycle exec; do
   a="$(median "$work/rcrun.$step")"; b="$(median "$work/runc.$step")"; c="$(median "$work/crun.$step")"
   extra=()
   if [ -n "$BASE" ]; then d="$(median "$work/base.$step")"; extra=("$(ms "$d")" "$(ratio "$a" "$d")"); fi
