@@ -165,6 +165,9 @@ fn relative(path: &Path) -> Result<PathBuf> {
     Ok(rel)
 }
 
+/// A v1 hierarchy's mount point and the controllers it holds.
+type Hierarchy = (PathBuf, Vec<String>);
+
 /// Mount points of the v1 hierarchies that hold one of [`V1_CONTROLLERS`],
 /// with the controllers of each.
 ///
@@ -173,21 +176,17 @@ fn relative(path: &Path) -> Result<PathBuf> {
 /// it at `/sys/fs/cgroup/cpu,cpuacct`, which a statfs confirms. Reading
 /// mountinfo instead costs time in proportion to the host's mounts, hundreds
 /// on a busy node. Any other layout is read from mountinfo.
-fn v1_hierarchies() -> Result<Vec<(PathBuf, Vec<String>)>> {
+fn v1_hierarchies() -> Result<Vec<Hierarchy>> {
     let own = crate::mountinfo::read_proc_self("cgroup")?;
     if let Some(found) = v1_hierarchies_in(&own, Path::new(ROOT)) {
         return Ok(found);
     }
-    let mounts = crate::mountinfo::read()?;
-    Ok(v1_mounts(&mounts)
-        .into_iter()
-        .map(|(p, c)| (p.to_path_buf(), c.iter().map(|c| c.to_string()).collect()))
-        .collect())
+    Ok(v1_mounts(&crate::mountinfo::read()?))
 }
 
 /// The hierarchies of a `/proc/self/cgroup` text at `<root>/<controllers>`,
 /// or `None` when one of them is not a cgroup mount there.
-fn v1_hierarchies_in(proc_self_cgroup: &str, root: &Path) -> Option<Vec<(PathBuf, Vec<String>)>> {
+fn v1_hierarchies_in(proc_self_cgroup: &str, root: &Path) -> Option<Vec<Hierarchy>> {
     let mut found = Vec::new();
     for line in proc_self_cgroup.lines() {
         let mut fields = line.splitn(3, ':');
@@ -215,17 +214,18 @@ fn v1_hierarchies_in(proc_self_cgroup: &str, root: &Path) -> Option<Vec<(PathBuf
 /// Mount points of the v1 hierarchies that hold one of [`V1_CONTROLLERS`],
 /// with the controllers of each (the super options of a `cgroup` mount:
 /// `rw,cpu,cpuacct`).
-fn v1_mounts(mounts: &[Mount]) -> Vec<(&Path, Vec<&str>)> {
+fn v1_mounts(mounts: &[Mount]) -> Vec<Hierarchy> {
     mounts
         .iter()
         .filter(|m| m.fs_type == "cgroup")
         .filter_map(|m| {
-            let controllers: Vec<&str> = m
+            let controllers: Vec<String> = m
                 .super_options
                 .split(',')
                 .filter(|o| V1_CONTROLLERS.contains(o))
+                .map(str::to_string)
                 .collect();
-            (!controllers.is_empty()).then_some((m.mount_point.as_path(), controllers))
+            (!controllers.is_empty()).then(|| (m.mount_point.clone(), controllers))
         })
         .collect()
 }
@@ -556,8 +556,13 @@ mod tests {
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
         let mounts = crate::mountinfo::parse(mi);
+        let found = v1_mounts(&mounts);
+        let found: Vec<(&Path, Vec<&str>)> = found
+            .iter()
+            .map(|(p, c)| (p.as_path(), c.iter().map(String::as_str).collect()))
+            .collect();
         assert_eq!(
-            v1_mounts(&mounts),
+            found,
             vec![
                 (
                     Path::new("/sys/fs/cgroup/cpu,cpuacct"),
@@ -570,7 +575,7 @@ mod tests {
 
     #[test]
     fn v1_hierarchies_are_found_where_proc_self_cgroup_names_them() {
-        // A tmpfs root with no cgroup mounts in it: the usual layout is not
+        // A root with no cgroup mounts under it: the usual layout is not
         // there, so the caller must fall back to mountinfo.
         let own = "5:cpu,cpuacct:/user.slice\n1:name=systemd:/init.scope\n0::/init.scope\n";
         let root = std::env::temp_dir();
@@ -591,10 +596,7 @@ mod tests {
         let own = crate::mountinfo::read_proc_self("cgroup").unwrap();
         let mut fast = v1_hierarchies_in(&own, Path::new(ROOT)).expect("the usual layout");
         let mounts = crate::mountinfo::read().unwrap();
-        let mut slow: Vec<(PathBuf, Vec<String>)> = v1_mounts(&mounts)
-            .into_iter()
-            .map(|(p, c)| (p.to_path_buf(), c.iter().map(|c| c.to_string()).collect()))
-            .collect();
+        let mut slow = v1_mounts(&mounts);
         fast.sort();
         slow.sort();
         assert!(!fast.is_empty());
