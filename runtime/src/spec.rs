@@ -219,6 +219,16 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), SpecError> {
         if cg.components().any(|c| c == Component::ParentDir) {
             return Err(invalid("linux.cgroupsPath", "must not contain \"..\""));
         }
+        // "/", "." and the like name a hierarchy's root or the parent of
+        // every rcrun container: tearing such a container down would kill
+        // what is not the container's.
+        if !cg.as_os_str().is_empty() && !cg.components().any(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(invalid(
+                "linux.cgroupsPath",
+                format!("{:?} names no cgroup of its own", cg.display().to_string()),
+            ));
+        }
     }
 
     if let Some(hooks) = spec.hooks() {

@@ -69,6 +69,15 @@ fn invalid_field_is_named() {
         spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 5}]);
     });
     create_fails(&r, &b, "process.rlimits");
+
+    // The hierarchy's root, or the cgroup above every rcrun container:
+    // their teardown would reach other containers' processes.
+    for path in ["/", ".", "./", "/."] {
+        let b = Bundle::new(&["true"]).edit(|spec| {
+            spec["linux"]["cgroupsPath"] = json!(path);
+        });
+        create_fails(&r, &b, "linux.cgroupsPath");
+    }
 }
 
 #[test]
