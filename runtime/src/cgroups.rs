@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use libcgroups::common::{
     create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager,
-    CgroupSetup, FreezerState,
+    CgroupSetup,
 };
 use libcgroups::stats::{BlkioDeviceStat, MemoryData, Stats};
 use libcontainer::oci_spec::runtime::LinuxResources;
@@ -51,8 +51,10 @@ const V1_CONTROLLERS: [&str; 12] = [
 ///
 /// On v1, building the library's manager reads `/proc/self/mountinfo` once
 /// per controller (and re-verifies /proc each time); a teardown only needs the
-/// directories, so they come from [`v1_hierarchies`] here. v2 has a single
-/// directory and its manager costs nothing to build.
+/// directories, so they come from [`v1_hierarchies`] here. On v2 the
+/// library's manager removes only the cgroup's own directory, so a container
+/// that made sub-cgroups (systemd inside it, `exec --cgroup`) could never be
+/// deleted; the teardown walks the tree on both.
 pub enum Teardown {
     V1 {
         /// The cgroup's directory in each mounted controller's hierarchy
@@ -60,18 +62,22 @@ pub enum Teardown {
         dirs: Vec<PathBuf>,
         freezer: Option<PathBuf>,
     },
-    V2(AnyCgroupManager),
+    V2 {
+        dir: PathBuf,
+    },
 }
 
 impl Teardown {
-    pub fn open(path: &Path, id: &str) -> Result<Teardown> {
+    pub fn open(path: &Path) -> Result<Teardown> {
         let rel = relative(path)?;
         // A teardown kills everything below the cgroup: never a hierarchy's root.
         if rel.as_os_str().is_empty() {
             bail!("refusing to tear down the root cgroup ({:?})", path);
         }
         if is_unified() {
-            return Ok(Teardown::V2(manager(path, id)?));
+            return Ok(Teardown::V2 {
+                dir: Path::new(ROOT).join(rel),
+            });
         }
         let mut dirs: Vec<PathBuf> = Vec::new();
         let mut freezer = None;
@@ -99,8 +105,11 @@ impl Teardown {
                 }
             }
             Teardown::V1 { freezer: None, .. } => {}
-            Teardown::V2(m) => {
-                let _ = m.freeze(FreezerState::Thawed);
+            Teardown::V2 { dir } => {
+                let freeze = dir.join("cgroup.freeze");
+                if std::fs::read_to_string(&freeze).is_ok_and(|s| s.trim() != "0") {
+                    let _ = std::fs::write(&freeze, "0");
+                }
             }
         }
     }
@@ -119,10 +128,17 @@ impl Teardown {
                     }
                 }
             }
-            Teardown::V2(m) => {
-                if let Ok(pids) = m.get_all_pids() {
-                    for p in pids {
-                        let _ = kill(p, Signal::SIGKILL);
+            Teardown::V2 { dir } => {
+                // cgroup.kill (Linux 5.14) reaches the whole tree and
+                // processes forked meanwhile; older kernels get the signal
+                // per process.
+                let written = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join("cgroup.kill"))
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, b"1"));
+                if written.is_err() {
+                    for pid in procs_below(dir) {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     }
                 }
             }
@@ -144,7 +160,7 @@ impl Teardown {
                 }
                 first_error.map_or(Ok(()), Err)
             }
-            Teardown::V2(m) => m.remove().context("remove cgroup"),
+            Teardown::V2 { dir } => remove_tree(dir),
         }
     }
 }
@@ -611,8 +627,8 @@ mod tests {
         );
         assert_eq!(relative(Path::new("x/./y")).unwrap(), PathBuf::from("x/y"));
         assert!(relative(Path::new("/rcrun/../../etc")).is_err());
-        assert!(Teardown::open(Path::new("/"), "x").is_err());
-        assert!(Teardown::open(Path::new(""), "x").is_err());
+        assert!(Teardown::open(Path::new("/")).is_err());
+        assert!(Teardown::open(Path::new("")).is_err());
     }
 
     #[test]

@@ -163,6 +163,37 @@ fn kill_all_uses_cgroup_kill() {
 
 #[test]
 #[ignore = "needs a cgroup v2 host: run through tests/cgroup2.sh"]
+fn delete_removes_sub_cgroups_and_their_processes() {
+    let r = Rcrun::new();
+    let mut b = Bundle::new(&["sh", "-c", "sleep 1000 & wait"]);
+    // No PID namespace: the init's death alone would not end the sleep.
+    b.spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "uts"}, {"type": "ipc"}]);
+    b.write();
+    let id = r.run_detached("subcg", &b);
+    let cg = cgroup(&id);
+    wait_for("two processes", || {
+        read(&cg.join("cgroup.procs")).lines().count() == 2
+    });
+    let init = r.pid(&id);
+    let child: i32 = read(&cg.join("cgroup.procs"))
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .find(|p| *p != init)
+        .unwrap();
+    // What systemd or a nested runtime inside the container would make.
+    let sub = cg.join("payload");
+    std::fs::create_dir_all(sub.join("deeper")).unwrap();
+    std::fs::write(sub.join("cgroup.procs"), child.to_string()).unwrap();
+    r.ok(&["delete", "--force", &id]);
+    assert!(!cg.exists(), "{} is left", cg.display());
+    assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
+    wait_for("the moved process to end", || {
+        std::fs::read_to_string(format!("/proc/{child}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+}
+
+#[test]
+#[ignore = "needs a cgroup v2 host: run through tests/cgroup2.sh"]
 fn update_memory_and_unified_keys() {
     let r = Rcrun::new();
     let mut b = Bundle::new(&["sleep", "1000"]);
