@@ -59,3 +59,18 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Fails when a file rcrun is asked to write later (a `--pid-file`) has no
+/// directory to go in: libcontainer would only log that it could not write
+/// it, and the caller would wait for a file that never comes.
+pub fn require_parent_dir(path: &Path, what: &str) -> anyhow::Result<()> {
+    let path = absolute(path);
+    match path.parent() {
+        Some(dir) if !dir.is_dir() => anyhow::bail!(
+            "{what} {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
+}

@@ -256,9 +256,70 @@ fn delete_of_running_needs_force() {
     assert_eq!(r.status(&id), "running");
     r.ok(&["delete", "-f", &id]);
     assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
-    // Deleting again: the container is gone, and says so.
+    // Deleting again: the container is gone, and says so; forcing it
+    // succeeds, as runc's does, so that a cleanup can be repeated.
     let err = r.fails(&["delete", &id]);
     assert!(err.contains("does not exist"), "{err}");
+    r.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn a_state_directory_without_state_is_removed_by_delete() {
+    let r = Rcrun::new();
+    let id = r.tracked_id("bare");
+    std::fs::create_dir_all(r.root().join(&id)).unwrap();
+    r.ok(&["delete", "--force", &id]);
+    assert!(!r.root().join(&id).exists());
+    assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
+}
+
+#[test]
+fn delete_removes_nothing_while_the_state_cannot_be_read() {
+    let r = Rcrun::new();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let id = r.run_detached("unreadable", &b);
+    let pid = r.pid(&id);
+    let state = r.root().join(&id).join("state.json");
+    let good = std::fs::read(&state).unwrap();
+    // What a reader sees while libcontainer rewrites the file in place.
+    std::fs::write(&state, b"{\"ociVersion\":").unwrap();
+    r.fails(&["delete", "--force", &id]);
+    assert!(
+        r.root().join(".bundles").join(&id).exists(),
+        "the record went"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the init went"
+    );
+    std::fs::write(&state, good).unwrap();
+    r.ok(&["delete", "--force", &id]);
+    assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
+}
+
+#[test]
+fn a_pid_file_in_a_missing_directory_is_refused() {
+    let r = Rcrun::new();
+    let b = Bundle::new(&["sleep", "1000"]);
+    let id = r.tracked_id("pidfiledir");
+    let err = r.fails(&[
+        "create",
+        "--pid-file",
+        "/nonexistent/dir/pid",
+        "-b",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(
+        err.contains("--pid-file") && err.contains("/nonexistent/dir"),
+        "{err}"
+    );
+    assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
+
+    let id = r.run_detached("pidfiledir", &b);
+    let err = r.fails(&["exec", "--pid-file", "/nonexistent/dir/pid", &id, "true"]);
+    assert!(err.contains("--pid-file"), "{err}");
+    r.ok(&["delete", "--force", &id]);
 }
 
 #[test]

@@ -544,3 +544,35 @@ fn the_container_does_not_get_rcruns_supplementary_groups() {
         assert_eq!(line, want, "{prefix}");
     }
 }
+
+#[test]
+fn an_exec_whose_seccomp_listener_is_gone_fails_and_leaves_nothing_running() {
+    let r = Rcrun::new();
+    let listener = SeccompListener::new();
+    let b = Bundle::new(&["sleep", "1000"]).edit(|spec| {
+        spec["linux"]["seccomp"] = listener.notify_profile("gone", &["mkdir", "mkdirat"]);
+    });
+    let agent = std::thread::spawn(move || {
+        let _ = listener.receive();
+        listener
+    });
+    let id = r.run_detached("notifygone", &b);
+    // The listener goes away (its socket with it) after the init's fd came.
+    drop(agent.join().unwrap());
+    let pid_file = b.path().join("exec.pid");
+    let err = r.fails(&[
+        "exec",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+        "sleep",
+        "777",
+    ]);
+    assert!(err.contains("exec failed"), "{err}");
+    assert!(!pid_file.exists(), "the pid file of a failed exec is left");
+    let procs: Vec<i32> = serde_json::from_str(&r.ok(&["ps", "--format", "json", &id])).unwrap();
+    for pid in procs {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert_ne!(cmdline, b"sleep\0777\0", "the exec'd process runs on");
+    }
+}

@@ -180,6 +180,9 @@ pub fn create_loaded(
     let mut setup = container_setup::plan(&mut spec)?;
     let loopback_by_runtime = loopback_from_runtime(&mut setup, &spec);
 
+    if let Some(pf) = &opts.pid_file {
+        crate::fsutil::require_parent_dir(pf, "--pid-file")?;
+    }
     root.ensure()?;
     let eff_bundle = root.bundle_dir(id);
     // mkdir is the atomic claim on the ID: a second create of it fails here.

@@ -18,10 +18,15 @@ pub fn run(root: &Root, args: &DeleteArgs) -> Result<()> {
     container::validate_id(id)?;
     let h = match Handle::load(root, id) {
         Ok(h) => h,
+        // A state that exists but cannot be read (caught while another
+        // command rewrites it, or damaged) still describes a container that
+        // may run: nothing is removed.
+        Err(e) if root.state_dir(id).join("state.json").exists() => return Err(e),
         Err(e) => {
             // A create that crashed before libcontainer wrote its state
-            // leaves only rcrun's record: remove that.
-            if root.bundle_dir(id).exists() {
+            // leaves rcrun's record, perhaps a state directory, and a
+            // cgroup: remove them (runc too removes such a directory).
+            if root.bundle_dir(id).exists() || root.state_dir(id).exists() {
                 let meta = container::Meta::load(root, id).unwrap_or_default();
                 let cg = if meta.cgroups_path.as_os_str().is_empty() {
                     crate::spec::effective_cgroups_path(None, id)
@@ -29,6 +34,11 @@ pub fn run(root: &Root, args: &DeleteArgs) -> Result<()> {
                     meta.cgroups_path
                 };
                 return remove_everything(root, id, &cg, None);
+            }
+            // As runc: forcing the removal of what is not there succeeds,
+            // so that a cleanup can be repeated.
+            if args.force {
+                return Ok(());
             }
             return Err(e);
         }

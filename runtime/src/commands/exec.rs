@@ -7,6 +7,8 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::oci_spec::runtime::{Capability, Process};
 use libcontainer::syscall::syscall::SyscallType;
 use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::cli::ExecArgs;
 use crate::commands::create::Stdio;
@@ -22,6 +24,9 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
         bail!("--pidfd-socket is not supported");
     }
     let h = Handle::load(root, &args.id)?;
+    if let Some(pf) = &args.pid_file {
+        crate::fsutil::require_parent_dir(pf, "--pid-file")?;
+    }
     let spec =
         crate::spec::load(&root.bundle_dir(&args.id)).context("load the container's config")?;
     let mut process = build_process(args, spec.process().as_ref())?;
@@ -101,16 +106,28 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
             console_path.as_deref(),
         )?
     };
+    // The process runs its command now. What is left can still fail (the
+    // seccomp listener, the terminal); then it must not run on unattended,
+    // as runc makes sure too.
+    let handed_over = (|| -> Result<_> {
+        if let Some(n) = notify {
+            n.forward(pid, &h.container.state).context("exec failed")?;
+        }
+        own_console.as_ref().map(|c| c.receive()).transpose()
+    })();
+    drop(h);
+    let pty = match handed_over {
+        Ok(pty) => pty,
+        Err(e) => {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            // Reaped if it is our child. (The pid file we wrote goes with
+            // `pid_file_written`.)
+            crate::commands::delete::wait_gone(pid, std::time::Duration::from_secs(2));
+            return Err(e);
+        }
+    };
     // Started: the pid file stays.
     std::mem::forget(pid_file_written);
-    if let Some(n) = notify {
-        n.forward(pid, &h.container.state).context("exec failed")?;
-    }
-    drop(h);
-    let pty = match &own_console {
-        Some(c) => Some(c.receive()?),
-        None => None,
-    };
     match set {
         None => Ok(0),
         Some(set) => supervise::wait(pid, &set, pty),
