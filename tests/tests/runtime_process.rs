@@ -573,6 +573,6 @@ fn an_exec_whose_seccomp_listener_is_gone_fails_and_leaves_nothing_running() {
     let procs: Vec<i32> = serde_json::from_str(&r.ok(&["ps", "--format", "json", &id])).unwrap();
     for pid in procs {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        assert_ne!(cmdline, b"sleep\0777\0", "the exec'd process runs on");
+        assert_ne!(cmdline, b"sleep\x00777\x00", "the exec'd process runs on");
     }
 }
