@@ -72,7 +72,9 @@ pub async fn recover(daemon: &Arc<Daemon>) {
                 if monitor::is_monitor_alive(pid, &container.id) {
                     monitor::kill_session(pid);
                 }
-                daemon.release_container_resources(&container).await;
+                // Best effort: the record goes, as it never described a
+                // container kubelet knew.
+                let _ = daemon.release_container_resources(&container).await;
                 if let Err(e) = daemon.store.delete_container(&container.id) {
                     tracing::error!(container = %container.id, error = %format!("{e:#}"), "deleting a half-created container");
                 }

@@ -429,3 +429,29 @@ async fn a_client_that_gives_up_does_not_leave_half_made_objects() {
     assert!(d.list_pods().await.unwrap().is_empty());
     assert_eq!(d.mounts_under_dirs(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_the_runtime_cannot_delete_stays_listed_until_it_can() {
+    let mut d = Daemon::start(DaemonOptions::default()).await;
+    let image = d.import_fixture("busybox");
+    let logs = log_dir();
+    let config = pod_config("stuck", logs.path());
+    let pod = d.run_pod(&config).await.unwrap();
+    let c = d.run_sleeper(&pod, &config, "stuck", &image).await.unwrap();
+    d.stop_container(&c, 0).await.unwrap();
+    // The runtime cannot read its state of the container, so its delete
+    // fails: the record must stay for kubelet to retry, as with containerd.
+    let state = d.run_dir.join("runtime/test").join(&c).join("state.json");
+    let good = std::fs::read(&state).unwrap();
+    std::fs::write(&state, b"{\"ociVersion\":").unwrap();
+    let err = d.remove_container(&c).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unknown, "{err:?}");
+    let listed = d.list_containers().await.unwrap();
+    assert!(listed.iter().any(|x| x.id == c), "{listed:?}");
+    std::fs::write(&state, good).unwrap();
+    d.remove_container(&c).await.unwrap();
+    assert!(d.list_containers().await.unwrap().is_empty());
+    d.stop_pod(&pod).await.unwrap();
+    d.remove_pod(&pod).await.unwrap();
+    assert_eq!(d.mounts_under_dirs(), Vec::<String>::new());
+}

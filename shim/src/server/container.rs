@@ -199,7 +199,8 @@ impl Daemon {
             .await;
         if let Err(status) = setup {
             tracing::warn!(container = %id, error = %status.message(), "CreateContainer failed; cleaning up");
-            self.release_container_resources(&record).await;
+            // Best effort: the create failed, and its error is the answer.
+            let _ = self.release_container_resources(&record).await;
             let _ = self.store.delete_container(&id);
             self.store.release_name(&key, &id);
             self.forget_lock(&id);
@@ -389,11 +390,18 @@ impl Daemon {
     }
 
     /// Releases what a container holds on the node (runtime state, monitor,
-    /// rootfs mount, dirs) but not its record. Idempotent.
-    pub async fn release_container_resources(&self, record: &ContainerRecord) {
+    /// rootfs mount, dirs) but not its record. Idempotent. Everything is
+    /// tried; a runtime that could not delete the container is reported, so
+    /// that RemoveContainer keeps the record and can be retried.
+    pub async fn release_container_resources(
+        &self,
+        record: &ContainerRecord,
+    ) -> Result<(), String> {
+        let mut runtime_result = Ok(());
         if let Some(runtime) = self.runtime(&record.runtime_handler) {
             if let Err(e) = runtime.delete(&record.id).await {
                 tracing::warn!(container = %record.id, error = %e, "runtime delete failed");
+                runtime_result = Err(e.to_string());
             }
         }
         if record.process.monitor_pid > 0 {
@@ -416,6 +424,7 @@ impl Daemon {
                 }
             }
         }
+        runtime_result
     }
 
     /// Watches the container's monitor and records the exit when it ends.
@@ -655,7 +664,11 @@ impl Daemon {
         let Some(record) = self.find_container(&id)? else {
             return Ok(());
         };
-        self.release_container_resources(&record).await;
+        // As containerd: a container the runtime still holds stays listed,
+        // and kubelet's next RemoveContainer tries again.
+        self.release_container_resources(&record)
+            .await
+            .map_err(|e| Status::unknown(format!("failed to remove container {id}: {e}")))?;
         self.store.delete_container(&id).map_err(internal_chain)?;
         self.forget_lock(&id);
         self.cpu_samples.lock().unwrap().remove(&id);
