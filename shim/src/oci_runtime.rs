@@ -80,6 +80,19 @@ impl OciRuntime {
         Err(failed(message))
     }
 
+    /// The OCI status (`created`, `running`, `stopped`, ...) of a container.
+    pub async fn status(&self, id: &str) -> Result<String, RuntimeError> {
+        let out = self.run("state", &["state", id], None).await?;
+        serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| v["status"].as_str().map(str::to_string))
+            .ok_or_else(|| RuntimeError::Failed {
+                runtime: self.name.clone(),
+                command: "state".into(),
+                message: format!("no status in {out:?}"),
+            })
+    }
+
     pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
         self.run("start", &["start", id], None).await.map(drop)
     }

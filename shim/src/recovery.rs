@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::daemon::{dir_name, Daemon};
 use crate::monitor;
 use crate::pinns;
-use crate::store::{ContainerState, SandboxState};
+use crate::store::{ContainerRecord, ContainerState, SandboxState};
 
 pub async fn recover(daemon: &Arc<Daemon>) {
     for sandbox in daemon.store.sandboxes() {
@@ -80,6 +80,9 @@ pub async fn recover(daemon: &Arc<Daemon>) {
                 }
             }
             ContainerState::Created | ContainerState::Running => {
+                if container.state == ContainerState::Created && container.started_at != 0 {
+                    settle_interrupted_start(daemon, &container).await;
+                }
                 if monitor::is_monitor_alive(container.process.monitor_pid, &container.id) {
                     daemon
                         .clone()
@@ -95,6 +98,31 @@ pub async fn recover(daemon: &Arc<Daemon>) {
         kill_leftover_execs(&daemon.container_run_dir(&container.id), &container.id);
     }
     remove_orphans(daemon).await;
+}
+
+/// A StartContainer the daemon did not finish: the record is Created with
+/// the start time written ahead. The runtime tells whether the start
+/// happened; a started container is recorded Running from that time (its
+/// exit, if any, is then applied as usual), one never started stays Created.
+async fn settle_interrupted_start(daemon: &Arc<Daemon>, container: &ContainerRecord) {
+    let Some(runtime) = daemon.runtime(&container.runtime_handler) else {
+        return;
+    };
+    let started = match runtime.status(&container.id).await {
+        Ok(status) => status != "created",
+        // Gone from the runtime: its monitor's exit record decides.
+        Err(_) => return,
+    };
+    let result = daemon.store.update_container(&container.id, |r| {
+        if started {
+            r.state = ContainerState::Running;
+        } else {
+            r.started_at = 0;
+        }
+    });
+    if let Err(e) = result {
+        tracing::error!(container = %container.id, error = %format!("{e:#}"), "settling an interrupted start");
+    }
 }
 
 /// Exec sessions do not survive the daemon: their runtime clients died with

@@ -345,3 +345,70 @@ async fn kill9_while_the_runtime_creates_leaves_no_container() {
     );
     d.remove_all_pods().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_after_the_runtime_started_a_container_reports_it_running() {
+    // A handler whose `start` returns 2 s after the container started: the
+    // daemon dies before it could record the start.
+    let scripts = tempfile::tempdir().unwrap();
+    let slow = scripts.path().join("slow-start");
+    let real = rcrun_tests::daemon::default_runtime();
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = start ] && {{ {real} \"$@\"; rc=$?; sleep 2; exit $rc; }}; done\nexec {real} \"$@\"\n",
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut d = Daemon::start(DaemonOptions {
+        extra_toml: format!("[runtimes.slow]\npath = {:?}\n", slow.to_string_lossy()),
+        ..Default::default()
+    })
+    .await;
+    let image = d.import_fixture("busybox");
+    let logs = log_dir();
+    let pod = pod_config("slowstart", logs.path());
+    let pod_id = d
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: "slow".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let id = d
+        .create(&pod_id, &pod, &container_config("c", &image, &["sleep", "4242"]))
+        .await
+        .unwrap();
+    let before = now_ns();
+    let mut rt = d.runtime.clone();
+    let cid = id.clone();
+    let start = tokio::spawn(async move {
+        rt.start_container(cri::StartContainerRequest { container_id: cid })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    d.kill9();
+    assert!(start.await.unwrap().is_err());
+    d.restart().await;
+    let status = d.status(&id).await.unwrap();
+    assert_eq!(
+        status.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{status:?}"
+    );
+    assert!(
+        status.started_at >= before && status.started_at <= now_ns(),
+        "{status:?}"
+    );
+    d.stop_container(&id, 0).await.unwrap();
+    let status = d.status(&id).await.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    assert!(status.started_at >= before, "{status:?}");
+    d.remove_all_pods().await.unwrap();
+}

@@ -537,12 +537,19 @@ impl Daemon {
                 record.runtime_handler
             ))
         })?;
+        // Written ahead: a daemon killed after the runtime started the
+        // container but before the record says so finds, at its restart,
+        // when it was started (see recovery).
         let started_at = now_ns();
+        self.store
+            .update_container(&id, |r| r.started_at = started_at)
+            .map_err(internal_chain)?;
         if let Err(e) = runtime.start(&id).await {
             let message = e.to_string();
             // containerd: a failed start leaves the container EXITED with StartError.
             let _ = self.store.update_container(&id, |r| {
                 r.state = ContainerState::Exited;
+                r.started_at = 0;
                 r.exit_code = START_ERROR_EXIT_CODE;
                 r.finished_at = now_ns();
                 r.reason = "StartError".into();
@@ -702,7 +709,13 @@ impl Daemon {
             metadata: r.config.metadata.clone(),
             state: state as i32,
             created_at: r.created_at,
-            started_at: r.started_at,
+            // Set ahead of the runtime's start (see start_container): a
+            // created container has not started.
+            started_at: if r.state == ContainerState::Created {
+                0
+            } else {
+                r.started_at
+            },
             finished_at: r.finished_at,
             exit_code: r.exit_code,
             image: Some(image_spec),
