@@ -225,20 +225,28 @@ pub fn is_monitor_alive(pid: i32, id: &str) -> bool {
     cmdline.split(|b| *b == 0).any(|arg| arg == id.as_bytes())
 }
 
-/// A pidfd for `pid`, readable once the process ends; `None` if it is gone.
-pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+/// A pidfd for `pid`, readable once the process ends. `Err(ESRCH)` when it
+/// is gone; other errors when the kernel offers no pidfds (before 5.3, or a
+/// seccomp filter refuses the call).
+fn pidfd_open(pid: i32) -> Result<OwnedFd, nix::errno::Errno> {
     // SAFETY: plain syscall; the fd is owned by the result.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        return None;
+        return Err(nix::errno::Errno::last());
     }
     // SAFETY: a fresh fd we own.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Waits until the process ends (or is already gone).
 pub async fn wait_exit(pid: i32) {
-    let Some(fd) = pidfd_open(pid) else { return };
+    let fd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ESRCH) => return,
+        // Without a pidfd, "cannot watch" must not read as "ended": that
+        // would take every running container for dead.
+        Err(_) => return poll_proc(pid).await,
+    };
     // SAFETY: the AsyncFd owns the pidfd, which stays open until it is dropped.
     let registered = unsafe {
         tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
@@ -247,12 +255,15 @@ pub async fn wait_exit(pid: i32) {
         Ok(async_fd) => {
             let _ = async_fd.readable().await;
         }
-        Err(_) => {
-            // No reactor registration possible: poll /proc instead.
-            while Path::new(&format!("/proc/{pid}")).exists() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        // No reactor registration possible: poll /proc instead.
+        Err(_) => poll_proc(pid).await,
+    }
+}
+
+/// Waits for `/proc/<pid>` to go, checking every 100 ms.
+async fn poll_proc(pid: i32) {
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -316,6 +327,39 @@ mod tests {
         assert!(rec.oom_killed);
         assert_eq!(rec.finished_at_ns, 1767225600000000001);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Whether `pid` has ended: gone, or a zombie.
+    fn ended(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[tokio::test]
+    async fn waiting_returns_once_the_process_has_ended() {
+        // Through a pidfd, and through the /proc polling used where the
+        // kernel has no pidfds; a reaper thread lets /proc/<pid> go.
+        for use_pidfd in [true, false] {
+            let mut child = std::process::Command::new("sleep")
+                .arg("0.3")
+                .spawn()
+                .unwrap();
+            let pid = child.id() as i32;
+            let reaper = std::thread::spawn(move || child.wait());
+            assert!(!ended(pid));
+            if use_pidfd {
+                wait_exit(pid).await;
+            } else {
+                poll_proc(pid).await;
+            }
+            assert!(ended(pid), "returned while {pid} runs");
+            reaper.join().unwrap().unwrap();
+        }
+        // Gone already: no wait.
+        wait_exit(i32::MAX).await;
     }
 
     #[test]
