@@ -14,7 +14,19 @@ pub async fn recover(daemon: &Arc<Daemon>) {
         match sandbox.state {
             SandboxState::Creating => {
                 tracing::info!(sandbox = %sandbox.id, "cleaning up a sandbox whose creation was interrupted");
-                daemon.release_sandbox_resources(&sandbox).await;
+                if let Err(e) = daemon
+                    .release_sandbox_resources_checked(&sandbox, true)
+                    .await
+                {
+                    // Its IP is not released yet: the record stays, NotReady,
+                    // for kubelet's removal of stale sandboxes to retry.
+                    tracing::warn!(sandbox = %sandbox.id, error = %e, "keeping a half-created sandbox whose network could not be torn down");
+                    let _ = daemon.store.update_sandbox(&sandbox.id, |r| {
+                        r.state = SandboxState::NotReady;
+                        r.infra = None;
+                    });
+                    continue;
+                }
                 let _ = crate::sandbox_files::remove_tree(&daemon.pod_dir(&sandbox.id));
                 if let Err(e) = daemon.store.delete_sandbox(&sandbox.id) {
                     tracing::error!(sandbox = %sandbox.id, error = %format!("{e:#}"), "deleting a half-created sandbox");
@@ -43,10 +55,16 @@ pub async fn recover(daemon: &Arc<Daemon>) {
             SandboxState::NotReady => {
                 // A Stop interrupted half-way still owes its releases.
                 if sandbox.network_attached || sandbox.shm_mounted || sandbox.infra.is_some() {
-                    daemon.release_sandbox_resources(&sandbox).await;
+                    let released = daemon
+                        .release_sandbox_resources_checked(&sandbox, true)
+                        .await;
+                    if let Err(e) = &released {
+                        tracing::warn!(sandbox = %sandbox.id, error = %e, "the pod network is still attached; the next Stop tries again");
+                    }
                     let _ = daemon.store.update_sandbox(&sandbox.id, |r| {
-                        r.network_attached = false;
-                        r.shm_mounted = false;
+                        // A failed CNI DEL keeps its IP: the next Stop retries.
+                        r.network_attached = released.is_err();
+                        r.shm_mounted = r.shm_mounted && released.is_err();
                         r.infra = None;
                     });
                 }

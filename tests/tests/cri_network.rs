@@ -129,6 +129,10 @@ async fn a_failed_teardown_keeps_the_network_for_a_retried_stop() {
     assert_eq!(cni.net.allocated_ips().len(), 1);
     let err = d.remove_pod(&pod_id).await.unwrap_err();
     assert!(err.message().contains("tear down"), "{err:?}");
+    // A restart meanwhile, whose own DEL fails too, still owes the release.
+    d.kill9();
+    d.restart().await;
+    assert_eq!(cni.net.allocated_ips().len(), 1);
     // Back again: the retried Stop releases the IP, Remove finishes.
     std::fs::rename(hidden.join("bridge"), bins.path().join("bridge")).unwrap();
     d.stop_pod(&pod_id).await.unwrap();
