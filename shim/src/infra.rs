@@ -15,7 +15,7 @@ use crate::server::RpcResult;
 use crate::store::{ProcessIds, SandboxRecord, SandboxState};
 
 impl Daemon {
-    fn infra_dir(&self, sandbox_id: &str) -> PathBuf {
+    pub(crate) fn infra_dir(&self, sandbox_id: &str) -> PathBuf {
         self.pod_dir(sandbox_id).join("infra")
     }
 
@@ -135,6 +135,18 @@ impl Daemon {
                 )
                 .await;
             }
+        } else {
+            // A daemon killed while the infra was being made never recorded
+            // its pids: the monitor left its own in its state dir. The
+            // runtime's `create` may still run in the monitor's session.
+            let pid = std::fs::read_to_string(self.infra_dir(&record.id).join("monitor.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .unwrap_or(0);
+            if monitor::is_monitor_alive(pid, &record.id) {
+                monitor::kill_session(pid);
+            }
+            let _ = runtime.kill(&record.id, "SIGKILL", true).await;
         }
         if let Err(e) = runtime.delete(&record.id).await {
             tracing::warn!(sandbox = %record.id, error = %e, "deleting the infra process");

@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use rcrun_proto::cri;
-use rcrun_tests::daemon::{container_config, log_dir, pod_config, sleeper, Daemon, DaemonOptions};
+use rcrun_tests::daemon::{
+    container_config, log_dir, pod_config, sleeper, Daemon, DaemonOptions, PodConfigExt,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -382,7 +384,11 @@ async fn kill9_after_the_runtime_started_a_container_reports_it_running() {
         .into_inner()
         .pod_sandbox_id;
     let id = d
-        .create(&pod_id, &pod, &container_config("c", &image, &["sleep", "4242"]))
+        .create(
+            &pod_id,
+            &pod,
+            &container_config("c", &image, &["sleep", "4242"]),
+        )
         .await
         .unwrap();
     let before = now_ns();
@@ -411,4 +417,70 @@ async fn kill9_after_the_runtime_started_a_container_reports_it_running() {
     assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
     assert!(status.started_at >= before, "{status:?}");
     d.remove_all_pods().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_the_pod_infra_is_made_leaves_no_process() {
+    // A handler whose `create` takes 2 s: the daemon dies while RunPodSandbox
+    // waits for the infra process, before it could record the pids.
+    let scripts = tempfile::tempdir().unwrap();
+    let slow = scripts.path().join("slow-runtime");
+    let real = rcrun_tests::daemon::default_runtime();
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = create ] && sleep 2; done\nexec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut d = Daemon::start(DaemonOptions {
+        extra_toml: format!("[runtimes.slow]\npath = {:?}\n", slow.to_string_lossy()),
+        ..Default::default()
+    })
+    .await;
+    let logs = log_dir();
+    // A shared PID namespace: the pod gets an infra process.
+    let pod = pod_config("slowinfra", logs.path()).with_namespaces(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    });
+    let mut rt = d.runtime.clone();
+    let run = tokio::spawn(async move {
+        rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod),
+            runtime_handler: "slow".into(),
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    d.kill9();
+    assert!(run.await.unwrap().is_err());
+    d.restart().await;
+    // Give an interrupted `create` every chance to finish behind our back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pods = d.list_pods().await.unwrap();
+    assert!(pods.is_empty(), "{pods:?}");
+    assert!(
+        names(&d.run_dir.join("runtime/slow")).is_empty(),
+        "{:?}",
+        names(&d.run_dir.join("runtime/slow"))
+    );
+    // No monitor or infra of this daemon's is left: they all name its run dir.
+    let run_dir = d.run_dir.to_string_lossy().into_owned();
+    let own = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if pid.parse::<u32>().is_err() || pid == own || Some(pid.parse().unwrap()) == d.pid() {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&run_dir),
+            "left running: {pid} {:?}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
 }

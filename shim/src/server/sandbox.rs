@@ -459,7 +459,9 @@ impl Daemon {
         record: &SandboxRecord,
         keep_network_on_error: bool,
     ) -> Result<(), String> {
-        if record.infra.is_some() {
+        // Also without recorded pids: an infra being made when the daemon
+        // was killed is found by its state dir.
+        if record.infra.is_some() || self.infra_dir(&record.id).exists() {
             self.stop_infra(record).await;
         }
         if record.network_attached {
