@@ -74,3 +74,42 @@ pub fn require_parent_dir(path: &Path, what: &str) -> anyhow::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// A file a library is about to write for rcrun (a `--pid-file`), with what
+/// it held before: undoing the operation puts that back, or removes the file
+/// if there was none. (libcontainer writes the pid file early, before the
+/// steps that can still fail.)
+pub struct Overwrite {
+    path: PathBuf,
+    before: Option<Vec<u8>>,
+}
+
+impl Overwrite {
+    pub fn begin(path: &Path) -> Overwrite {
+        let path = absolute(path);
+        let before = std::fs::read(&path).ok();
+        Overwrite { path, before }
+    }
+
+    pub fn undo(&self) {
+        let _ = match &self.before {
+            Some(content) => std::fs::write(&self.path, content),
+            None => std::fs::remove_file(&self.path),
+        };
+    }
+}
+
+/// Undoes an [`Overwrite`] when dropped, unless [`kept`](Self::keep).
+pub struct UndoOnDrop(pub Overwrite);
+
+impl UndoOnDrop {
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for UndoOnDrop {
+    fn drop(&mut self) {
+        self.0.undo();
+    }
+}

@@ -518,7 +518,30 @@ fn a_failed_exec_names_the_problem_and_leaves_no_pid_file() {
         !std::path::Path::new(pid_file).exists(),
         "pid file of a failed exec left behind"
     );
+    // A pid file that was there keeps what it held.
+    std::fs::write(pid_file, "4242\n").unwrap();
+    r.fails(&["exec", "--pid-file", pid_file, &id, "/scripts/bad"]);
+    assert_eq!(std::fs::read_to_string(pid_file).unwrap(), "4242\n");
     r.ok(&["delete", "--force", &id]);
+
+    // The same for a run whose command cannot be exec'd.
+    let b = Bundle::new(&["/scripts/bad"]).edit(|spec| {
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/scripts", "type": "bind",
+            "source": scripts.path(), "options": ["bind", "ro"]
+        }));
+    });
+    let id = r.tracked_id("runpid");
+    r.fails(&[
+        "run",
+        "--pid-file",
+        pid_file,
+        "-b",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(std::fs::read_to_string(pid_file).unwrap(), "4242\n");
+    assert_no_leftovers(&r, &id, &default_cgroups_path(&id));
 }
 
 #[test]

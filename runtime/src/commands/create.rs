@@ -128,8 +128,8 @@ pub struct Created {
     /// The hooks of the effective spec (poststart and poststop run from
     /// rcrun itself).
     pub hooks: Option<Hooks>,
-    /// The `--pid-file` this create wrote (not one that was there before).
-    pub pid_file_written: Option<PathBuf>,
+    /// The `--pid-file` this create wrote, with what it held before.
+    pub pid_file: Option<crate::fsutil::Overwrite>,
 }
 
 impl Created {
@@ -141,8 +141,8 @@ impl Created {
         {
             tracing::warn!("cleanup of {id}: {e:#}");
         }
-        if let Some(pf) = &self.pid_file_written {
-            let _ = std::fs::remove_file(pf);
+        if let Some(pf) = &self.pid_file {
+            pf.undo();
         }
     }
 }
@@ -214,7 +214,7 @@ pub fn create_loaded(
         init_start_time: None,
     };
     let pid_file = opts.pid_file.as_deref().map(crate::fsutil::absolute);
-    let pid_file_existed = pid_file.as_deref().is_some_and(Path::exists);
+    let pid_file_overwrite = pid_file.as_deref().map(crate::fsutil::Overwrite::begin);
 
     let setup_error = eff_bundle.join(container_setup::ERROR_FILE);
     let result = (|| -> Result<Container> {
@@ -275,7 +275,7 @@ pub fn create_loaded(
             container,
             meta,
             hooks: spec.hooks().clone(),
-            pid_file_written: pid_file.filter(|_| !pid_file_existed),
+            pid_file: pid_file_overwrite,
         }),
         // Whatever failed, the same cleanup: the container (if libcontainer
         // made it), its cgroup and directories, and a pid file we wrote.
@@ -293,10 +293,8 @@ pub fn create_loaded(
             if let Err(ce) = commands::delete::remove_everything(root, id, &cgroups_path, pid) {
                 tracing::warn!("cleanup after failed create: {ce:#}");
             }
-            if let Some(pf) = &pid_file {
-                if !pid_file_existed {
-                    let _ = std::fs::remove_file(pf);
-                }
+            if let Some(pf) = &pid_file_overwrite {
+                pf.undo();
             }
             Err(e)
         }

@@ -69,12 +69,12 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
         confinement,
     };
     // A pid file written before the process failed to start would name a
-    // process that never ran (libcontainer writes it first).
-    let pid_file_written = args
+    // process that never ran (libcontainer writes it first): a failure puts
+    // back what the file held.
+    let pid_file_undo = args
         .pid_file
         .as_deref()
-        .filter(|p| !p.exists())
-        .map(|p| crate::fsutil::RemoveOnDrop(crate::fsutil::absolute(p)));
+        .map(|p| crate::fsutil::UndoOnDrop(crate::fsutil::Overwrite::begin(p)));
     let pid = if crate::spec::has_user_namespace(&spec) {
         // libcontainer's tenant builder leaves the user namespace out.
         userns_exec::spawn(
@@ -120,14 +120,16 @@ pub fn run(root: &Root, args: &ExecArgs) -> Result<i32> {
         Ok(pty) => pty,
         Err(e) => {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            // Reaped if it is our child. (The pid file we wrote goes with
-            // `pid_file_written`.)
+            // Reaped if it is our child. (The pid file is undone with
+            // `pid_file_undo`.)
             crate::commands::delete::wait_gone(pid, std::time::Duration::from_secs(2));
             return Err(e);
         }
     };
     // Started: the pid file stays.
-    std::mem::forget(pid_file_written);
+    if let Some(undo) = pid_file_undo {
+        undo.keep();
+    }
     match set {
         None => Ok(0),
         Some(set) => supervise::wait(pid, &set, pty),
