@@ -31,6 +31,42 @@ fn names(dir: &std::path::Path) -> Vec<String> {
     v
 }
 
+/// When a handler's runtime command takes its 2 extra seconds.
+enum Slow {
+    /// Before the command runs.
+    Before(&'static str),
+    /// After the command has done its work, before it returns.
+    After(&'static str),
+}
+
+/// A daemon with a runtime handler `slow`: the real runtime, with one command
+/// taking 2 s more (the daemon can be killed in the middle of it). The
+/// script lives as long as the returned dir.
+async fn daemon_with_slow_handler(slow: Slow) -> (Daemon, tempfile::TempDir) {
+    let scripts = tempfile::tempdir().unwrap();
+    let path = scripts.path().join("slow-runtime");
+    let real = rcrun_tests::daemon::default_runtime().display().to_string();
+    let step = match slow {
+        Slow::Before(command) => format!("[ \"$a\" = {command} ] && sleep 2"),
+        Slow::After(command) => {
+            format!("[ \"$a\" = {command} ] && {{ {real} \"$@\"; rc=$?; sleep 2; exit $rc; }}")
+        }
+    };
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\nfor a in \"$@\"; do {step}; done\nexec {real} \"$@\"\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(DaemonOptions {
+        extra_toml: format!("[runtimes.slow]\npath = {:?}\n", path.to_string_lossy()),
+        ..Default::default()
+    })
+    .await;
+    (d, scripts)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_and_sigterm_keep_containers_and_record_true_exits() {
     let mut d = Daemon::start(DaemonOptions::default()).await;
@@ -281,24 +317,7 @@ async fn a_killed_monitor_takes_its_container_down_and_reports_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_while_the_runtime_creates_leaves_no_container() {
     // A handler whose `create` takes 2 s: the daemon dies in the middle of it.
-    let scripts = tempfile::tempdir().unwrap();
-    let slow = scripts.path().join("slow-runtime");
-    let real = rcrun_tests::daemon::default_runtime();
-    std::fs::write(
-        &slow,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = create ] && sleep 2; done\nexec {} \"$@\"\n",
-            real.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut d = Daemon::start(DaemonOptions {
-        extra_toml: format!("[runtimes.slow]\npath = {:?}\n", slow.to_string_lossy()),
-        ..Default::default()
-    })
-    .await;
+    let (mut d, _scripts) = daemon_with_slow_handler(Slow::Before("create")).await;
     let image = d.import_fixture("busybox");
     let logs = log_dir();
     let pod = pod_config("slowcreate", logs.path());
@@ -352,24 +371,7 @@ async fn kill9_while_the_runtime_creates_leaves_no_container() {
 async fn kill9_after_the_runtime_started_a_container_reports_it_running() {
     // A handler whose `start` returns 2 s after the container started: the
     // daemon dies before it could record the start.
-    let scripts = tempfile::tempdir().unwrap();
-    let slow = scripts.path().join("slow-start");
-    let real = rcrun_tests::daemon::default_runtime();
-    std::fs::write(
-        &slow,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = start ] && {{ {real} \"$@\"; rc=$?; sleep 2; exit $rc; }}; done\nexec {real} \"$@\"\n",
-            real = real.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut d = Daemon::start(DaemonOptions {
-        extra_toml: format!("[runtimes.slow]\npath = {:?}\n", slow.to_string_lossy()),
-        ..Default::default()
-    })
-    .await;
+    let (mut d, _scripts) = daemon_with_slow_handler(Slow::After("start")).await;
     let image = d.import_fixture("busybox");
     let logs = log_dir();
     let pod = pod_config("slowstart", logs.path());
@@ -423,24 +425,7 @@ async fn kill9_after_the_runtime_started_a_container_reports_it_running() {
 async fn kill9_while_the_pod_infra_is_made_leaves_no_process() {
     // A handler whose `create` takes 2 s: the daemon dies while RunPodSandbox
     // waits for the infra process, before it could record the pids.
-    let scripts = tempfile::tempdir().unwrap();
-    let slow = scripts.path().join("slow-runtime");
-    let real = rcrun_tests::daemon::default_runtime();
-    std::fs::write(
-        &slow,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = create ] && sleep 2; done\nexec {} \"$@\"\n",
-            real.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut d = Daemon::start(DaemonOptions {
-        extra_toml: format!("[runtimes.slow]\npath = {:?}\n", slow.to_string_lossy()),
-        ..Default::default()
-    })
-    .await;
+    let (mut d, _scripts) = daemon_with_slow_handler(Slow::Before("create")).await;
     let logs = log_dir();
     // A shared PID namespace: the pod gets an infra process.
     let pod = pod_config("slowinfra", logs.path()).with_namespaces(cri::NamespaceOption {
