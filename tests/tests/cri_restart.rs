@@ -67,6 +67,19 @@ async fn daemon_with_slow_handler(slow: Slow) -> (Daemon, tempfile::TempDir) {
     (d, scripts)
 }
 
+/// Runs a pod on the `slow` handler of [`daemon_with_slow_handler`].
+async fn run_slow_pod(d: &mut Daemon, pod: &cri::PodSandboxConfig) -> String {
+    d.runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: "slow".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_and_sigterm_keep_containers_and_record_true_exits() {
     let mut d = Daemon::start(DaemonOptions::default()).await;
@@ -321,16 +334,7 @@ async fn kill9_while_the_runtime_creates_leaves_no_container() {
     let image = d.import_fixture("busybox");
     let logs = log_dir();
     let pod = pod_config("slowcreate", logs.path());
-    let pod_id = d
-        .runtime
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: "slow".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let pod_id = run_slow_pod(&mut d, &pod).await;
     let mut rt = d.runtime.clone();
     let (p, img, pid) = (pod.clone(), image.clone(), pod_id.clone());
     let create = tokio::spawn(async move {
@@ -375,16 +379,7 @@ async fn kill9_after_the_runtime_started_a_container_reports_it_running() {
     let image = d.import_fixture("busybox");
     let logs = log_dir();
     let pod = pod_config("slowstart", logs.path());
-    let pod_id = d
-        .runtime
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: "slow".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let pod_id = run_slow_pod(&mut d, &pod).await;
     let id = d
         .create(
             &pod_id,
