@@ -395,7 +395,23 @@ async fn kill9_after_the_runtime_started_a_container_reports_it_running() {
         rt.start_container(cri::StartContainerRequest { container_id: cid })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Once the runtime has started it (the handler still holds the reply
+    // back for 2 s), the daemon dies.
+    let root = d.run_dir.join("runtime/slow");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let state = std::process::Command::new(rcrun_tests::daemon::default_runtime())
+            .arg("--root")
+            .arg(&root)
+            .args(["state", &id])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&state.stdout).contains("\"running\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the runtime never started it");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     d.kill9();
     assert!(start.await.unwrap().is_err());
     d.restart().await;
