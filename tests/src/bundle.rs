@@ -158,12 +158,13 @@ impl Rcrun {
     pub fn run(&self, args: &[&str]) -> Output {
         let mut out = tempfile::tempfile().expect("stdout file");
         let mut err = tempfile::tempfile().expect("stderr file");
-        let status = self
+        let mut child = self
             .cmd(args)
             .stdout(out.try_clone().unwrap())
             .stderr(err.try_clone().unwrap())
-            .status()
+            .spawn()
             .expect("spawn rcrun");
+        let status = wait_or_report_hang(&mut child, args);
         let read = |f: &mut std::fs::File| {
             use std::io::{Read, Seek};
             let mut v = Vec::new();
@@ -590,4 +591,68 @@ pub fn wait_for_signal_handlers(pid: i32, signals: &[i32]) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// How long one rcrun command may take before the test reports it as hung:
+/// `RCRUN_TEST_TIMEOUT` seconds, default 300 (the emulated cgroup v2 VM is
+/// slow, but not that slow).
+fn command_timeout() -> Duration {
+    let secs = std::env::var("RCRUN_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    Duration::from_secs(secs)
+}
+
+/// Waits for an rcrun command. One that hangs fails the test with what the
+/// machine's processes were waiting in, instead of hanging the whole run.
+fn wait_or_report_hang(child: &mut Child, args: &[&str]) -> std::process::ExitStatus {
+    let deadline = Instant::now() + command_timeout();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for rcrun") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let report = hang_report();
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rcrun {args:?} hung; processes:\n{report}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Every process with what it waits in (wchan) and, for the runtime's own,
+/// its kernel stack.
+fn hang_report() -> String {
+    let mut report = String::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return report;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() {
+            continue;
+        }
+        let read = |f: &str| std::fs::read_to_string(entry.path().join(f)).unwrap_or_default();
+        let cmdline = read("cmdline").replace('\0', " ");
+        if cmdline.is_empty() {
+            continue;
+        }
+        let comm = read("comm");
+        report.push_str(&format!(
+            "{name} {} [{}] {}\n",
+            comm.trim(),
+            read("wchan"),
+            cmdline.trim()
+        ));
+        if comm.starts_with("rcrun") || comm.starts_with("youki") {
+            for line in read("stack").lines().take(12) {
+                report.push_str(&format!("    {line}\n"));
+            }
+        }
+    }
+    report
 }
