@@ -489,7 +489,7 @@ pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
 /// A detached copy of the mount at `path` without its submounts, so what it
 /// covers or what is mounted on it does not show.
 fn open_tree_alone(path: &Path) -> Result<OwnedFd> {
-    crate::idmap::open_tree(path, libc::OPEN_TREE_CLONE as libc::c_uint)
+    crate::mount_api::open_tree(path, crate::mount_api::OPEN_TREE_CLONE)
 }
 
 /// Copies what the tmpfs at `target` covers into it.

@@ -15,6 +15,7 @@ pub mod executor;
 pub mod fsutil;
 pub mod idmap;
 pub mod logging;
+pub mod mount_api;
 pub mod mountinfo;
 pub mod output;
 pub mod signals;
