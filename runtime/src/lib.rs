@@ -3,6 +3,7 @@
 //! libcontainer does the container set-up (namespaces, rootfs, cgroups,
 //! capabilities, seccomp, hooks); rcrun adds runc's command line and
 //! outputs, input validation, and complete cleanup on failure.
+pub mod cgroup_mount;
 pub mod cgroups;
 pub mod cli;
 pub mod commands;

@@ -122,6 +122,116 @@ fn masked_paths_are_unreadable_and_readonly_paths_unwritable() {
     );
 }
 
+/// What a container sees of its cgroups at /sys/fs/cgroup: a line for each
+/// mount of a hierarchy (`cgroup`, or `cgroup2` at /sys/fs/cgroup itself)
+/// with its mount point under /sys/fs/cgroup, the cgroup it shows,
+/// whether the container's root can write there and the mount's own `ro`
+/// or `rw`; on v1 whether the tmpfs
+/// under them is writable and its symlinks; then /proc/self/cgroup.
+const CGROUP_VIEW: &str = r#"
+grep ' /sys/fs/cgroup' /proc/self/mountinfo | while read -r _ _ _ root point opts _; do
+  case "$point" in /sys/fs/cgroup) [ -f "$point/cgroup.procs" ] || continue ;; esac
+  if touch "$point/cgroup.procs" 2>/dev/null; then w=rw; else w=ro; fi
+  echo "mount ${point#/sys/fs/cgroup} $root $w ${opts%%,*}"
+done
+if [ ! -f /sys/fs/cgroup/cgroup.procs ]; then
+  if touch /sys/fs/cgroup/new 2>/dev/null; then echo "tmpfs rw"; else echo "tmpfs ro"; fi
+  for l in /sys/fs/cgroup/*; do [ -L "$l" ] && echo "link ${l#/sys/fs/cgroup/} $(readlink "$l")"; done
+fi
+cat /proc/self/cgroup
+"#;
+
+/// The `cgroup` mount runc's and containerd's specs have.
+fn with_cgroup_mount<'a>(options: &'a [&'a str]) -> impl FnOnce(&mut Value) + 'a {
+    move |spec| {
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": options
+        }));
+    }
+}
+
+/// The fields after `tag` of the lines of [`CGROUP_VIEW`]'s output that
+/// start with it.
+fn view_lines<'a>(out: &'a str, tag: &str) -> Vec<Vec<&'a str>> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix(tag)?.strip_prefix(' '))
+        .map(|l| l.split(' ').collect())
+        .collect()
+}
+
+/// Whether every hierarchy mount of [`CGROUP_VIEW`]'s output is `access`
+/// (`ro`, `rw`), both as tried and as mounted.
+fn all_mounts_are(out: &str, access: &str) -> bool {
+    let mounts = view_lines(out, "mount");
+    !mounts.is_empty() && mounts.iter().all(|f| f[2] == access && f[3] == access)
+}
+
+#[test]
+fn the_cgroup_mount_shows_the_containers_cgroups_as_the_mount_asks() {
+    let r = Rcrun::new();
+    let v1 = !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let ro = sh(CGROUP_VIEW).edit(with_cgroup_mount(&["nosuid", "noexec", "nodev", "ro"]));
+    let out = r.run_fg_ok(&ro, "cgview");
+    assert!(all_mounts_are(&out, "ro"), "{out}");
+    if v1 {
+        assert_eq!(view_lines(&out, "tmpfs"), [["ro"]], "{out}");
+        // Each hierarchy shows the container's own cgroup in it
+        // (`4:memory:/rcrun/<id>` at /sys/fs/cgroup/memory).
+        let mounts = view_lines(&out, "mount");
+        let shown = mounts.iter().find(|f| f[0] == "/memory").map(|f| f[1]);
+        let own = out.lines().find_map(|l| Some(l.split_once(":memory:")?.1));
+        assert!(shown.is_some() && shown == own, "{out}");
+        // Co-mounted controllers are reachable by each name, as runc links
+        // them (`cpu -> cpu,cpuacct`).
+        let links = view_lines(&out, "link");
+        for m in mounts.iter().filter(|f| f[0].contains(',')) {
+            let name = &m[0][1..];
+            for part in name.split(',') {
+                assert!(links.contains(&vec![part, name]), "{out}");
+            }
+        }
+    }
+
+    // Without `ro` (a privileged container's), the container may write.
+    let rw = sh(CGROUP_VIEW).edit(with_cgroup_mount(&["nosuid", "noexec", "nodev"]));
+    let out = r.run_fg_ok(&rw, "cgview");
+    assert!(all_mounts_are(&out, "rw"), "{out}");
+
+    // With a cgroup namespace, libcontainer mounts the hierarchies:
+    // read-only all the same.
+    let ns = sh(CGROUP_VIEW)
+        .edit(with_cgroup_mount(&["ro"]))
+        .edit(|spec| {
+            spec["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "cgroup"}));
+        });
+    let out = r.run_fg_ok(&ns, "cgview");
+    assert!(all_mounts_are(&out, "ro"), "{out}");
+
+    // And with a user namespace, where the host's cgroup files are not the
+    // container root's to write anyway: the mounts say `ro`.
+    let userns = sh(CGROUP_VIEW)
+        .edit(with_cgroup_mount(&["ro"]))
+        .edit(|spec| {
+            spec["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+            let ids = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            spec["linux"]["uidMappings"] = ids.clone();
+            spec["linux"]["gidMappings"] = ids;
+        });
+    let out = r.run_fg_ok(&userns, "cgview");
+    let mounts = view_lines(&out, "mount");
+    assert!(
+        !mounts.is_empty() && mounts.iter().all(|f| f[3] == "ro"),
+        "{out}"
+    );
+}
+
 #[test]
 fn rlimits_env_and_cwd() {
     let r = Rcrun::new();

@@ -177,6 +177,7 @@ pub fn create_loaded(
     }
     let bundle = bundle.canonicalize().unwrap_or(bundle);
     spec::make_effective(&mut spec, &bundle, id)?;
+    let cgroup_mounts = crate::cgroup_mount::take(&mut spec);
     let mut setup = container_setup::plan(&mut spec)?;
     let loopback_by_runtime = loopback_from_runtime(&mut setup, &spec);
 
@@ -260,8 +261,11 @@ pub fn create_loaded(
             .map_err(|e| anyhow::anyhow!(crate::tidy_libcontainer_error(&crate::error_text(&e))))?;
         let pid = container.pid().map(|p| p.as_raw());
         meta.init_start_time = pid.and_then(container::start_time);
-        if let (Some(pid), true) = (pid, loopback_by_runtime) {
-            loopback_up_in(pid)?;
+        if let Some(pid) = pid {
+            crate::cgroup_mount::finish(&cgroup_mounts, pid)?;
+            if loopback_by_runtime {
+                loopback_up_in(pid)?;
+            }
         }
         // Written once, complete: until then (and after a crash before
         // it) readers fall back to libcontainer's state, which holds the
