@@ -71,6 +71,31 @@ async fn ephemeral_container_sees_the_target_processes() {
     d.remove_all_pods().await.unwrap();
 }
 
+/// A container's root must not lift its own limits: the cgroup files are
+/// read-only for an unprivileged container, on cgroup v1 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_cannot_write_its_cgroup() {
+    let mut d = Daemon::start(DaemonOptions::default()).await;
+    let image = d.import_fixture("busybox");
+    let logs = log_dir();
+    let pod = pod_config("cgroup-ro", logs.path());
+    let pod_id = d.run_pod(&pod).await.unwrap();
+    let id = d
+        .run_container(&pod_id, &pod, &sleeper("sleeper", &image))
+        .await
+        .unwrap();
+    d.wait_running(&id).await.unwrap();
+    // v1: the pids hierarchy's limit; v2: the (only) hierarchy's.
+    let script = "for f in /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max; do \
+                    [ -f $f ] || continue; echo found; echo 1000000 > $f && echo wrote; \
+                  done";
+    let r = d.exec_sync(&id, &["sh", "-c", script], 5).await.unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(out(&r), "found\n", "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    d.remove_all_pods().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_shared_pid_namespace_has_an_infra_process() {
     let mut d = Daemon::start(DaemonOptions::default()).await;
