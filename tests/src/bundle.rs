@@ -585,10 +585,16 @@ pub fn wait_for_signal_handlers(pid: i32, signals: &[i32]) {
         if caught & want == want {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "process {pid} has no handlers for signals {signals:?}"
-        );
+        if Instant::now() >= deadline {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_else(|e| format!("(unreadable: {e})"));
+            let stack = std::fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
+            panic!(
+                "process {pid} has no handlers for signals {signals:?}; its status:\n{status}\
+                 its kernel stack:\n{stack}processes:\n{}",
+                hang_report()
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
