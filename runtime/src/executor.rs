@@ -8,8 +8,24 @@ use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow};
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::AccessFlags;
+
+/// Sets every signal the process may ignore back to its default. An ignored
+/// signal stays ignored across exec, and a shell cannot even `trap` it:
+/// Rust's runtime ignores SIGPIPE in rcrun, and rcrun's caller may ignore
+/// others (`nohup`: SIGHUP; a background job of a non-interactive shell:
+/// SIGINT and SIGQUIT). crun resets them all too.
+fn reset_signal_dispositions() {
+    for signal in 1..=libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: resetting a disposition to SIG_DFL installs no handler;
+        // the numbers that cannot be reset (glibc's own 32 and 33) just fail.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+}
 
 /// `PATH` used to look up a command when the process environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -105,12 +121,7 @@ impl Executor for ProcessExecutor {
         if let Some(c) = &self.confinement {
             c.apply().map_err(ExecutorError::Other)?;
         }
-        // Rust's runtime ignores SIGPIPE, and an ignored signal stays ignored
-        // across exec; the container must start with the default.
-        // SAFETY: resetting a disposition to SIG_DFL installs no handler.
-        let _ = unsafe {
-            nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, SigHandler::SigDfl)
-        };
+        reset_signal_dispositions();
         // The runtime may have blocked signals it forwards; the container
         // must start with none blocked.
         let _ =
