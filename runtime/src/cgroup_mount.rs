@@ -334,19 +334,15 @@ mod tests {
 
     #[test]
     fn libcontainer_keeps_the_mount_where_its_order_matters() {
-        let with_cgroupns = |mut s: Spec| {
-            let ns = LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::Cgroup)
-                .build()
-                .unwrap();
-            s.set_linux(Some(
-                LinuxBuilder::default()
-                    .namespaces(vec![ns])
-                    .build()
-                    .unwrap(),
-            ));
-            s
+        let with_namespace = |typ| {
+            move |mut s: Spec| {
+                let ns = LinuxNamespaceBuilder::default().typ(typ).build().unwrap();
+                s.set_linux(Some(bare_linux().namespaces(vec![ns]).build().unwrap()));
+                s
+            }
         };
+        let with_cgroupns = with_namespace(LinuxNamespaceType::Cgroup);
+        let with_userns = with_namespace(LinuxNamespaceType::User);
         let with_masked = |mut s: Spec| {
             s.set_linux(Some(
                 bare_linux()
@@ -364,14 +360,6 @@ mod tests {
                     .build()
                     .unwrap(),
             ));
-            s
-        };
-        let with_userns = |mut s: Spec| {
-            let ns = LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::User)
-                .build()
-                .unwrap();
-            s.set_linux(Some(bare_linux().namespaces(vec![ns]).build().unwrap()));
             s
         };
         for (case, change) in [

@@ -151,6 +151,16 @@ fn with_cgroup_mount<'a>(options: &'a [&'a str]) -> impl FnOnce(&mut Value) + 'a
     }
 }
 
+/// Adds a new namespace of `kind` to the spec.
+fn with_namespace(kind: &str) -> impl FnOnce(&mut Value) + '_ {
+    move |spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "type": kind }));
+    }
+}
+
 /// The fields after `tag` of the lines of [`CGROUP_VIEW`]'s output that
 /// start with it.
 fn view_lines<'a>(out: &'a str, tag: &str) -> Vec<Vec<&'a str>> {
@@ -202,12 +212,7 @@ fn the_cgroup_mount_shows_the_containers_cgroups_as_the_mount_asks() {
     // read-only all the same.
     let ns = sh(CGROUP_VIEW)
         .edit(with_cgroup_mount(&["ro"]))
-        .edit(|spec| {
-            spec["linux"]["namespaces"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!({"type": "cgroup"}));
-        });
+        .edit(with_namespace("cgroup"));
     let out = r.run_fg_ok(&ns, "cgview");
     assert!(all_mounts_are(&out, "ro"), "{out}");
 
@@ -215,11 +220,8 @@ fn the_cgroup_mount_shows_the_containers_cgroups_as_the_mount_asks() {
     // container root's to write anyway: the mounts say `ro`.
     let userns = sh(CGROUP_VIEW)
         .edit(with_cgroup_mount(&["ro"]))
+        .edit(with_namespace("user"))
         .edit(|spec| {
-            spec["linux"]["namespaces"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!({"type": "user"}));
             let ids = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
             spec["linux"]["uidMappings"] = ids.clone();
             spec["linux"]["gidMappings"] = ids;
