@@ -20,9 +20,11 @@
 //! when the container has a cgroup namespace (the hierarchies are then
 //! mounted as the cgroup file system itself), when it has a user namespace
 //! (the host's root, unmapped there, cannot make the directories of the
-//! tmpfs its root owns), when masked or read-only
-//! paths lie below it (libcontainer applies them after its mounts), and
-//! when `createContainer` hooks, which run before `start`, could look at it.
+//! tmpfs its root owns), when masked or read-only paths lie below or above
+//! it (libcontainer applies them after its mounts), and when
+//! `createContainer` hooks, which run before `start`, could look at it. A
+//! `cgroup` mount with later mounts of the spec below it is left to
+//! libcontainer alone, as the spec asks.
 //! cgroup v2 needs none of this: libcontainer mounts `cgroup2` with the
 //! mount's options.
 use std::fs::File;
@@ -91,17 +93,24 @@ fn plan(spec: &mut Spec) -> Vec<CgroupMount> {
         .and_then(|h| h.create_container().as_ref())
         .is_some_and(|l| !l.is_empty());
 
+    let destinations: Vec<PathBuf> = mounts.iter().map(|m| m.destination().clone()).collect();
     let mut plans = Vec::new();
-    for m in mounts
-        .iter_mut()
-        .filter(|m| m.typ().as_deref() == Some("cgroup"))
-    {
+    for (i, m) in mounts.iter_mut().enumerate() {
+        if m.typ().as_deref() != Some("cgroup") {
+            continue;
+        }
         let destination = m.destination().clone();
         let options = m.options().clone().unwrap_or_default();
-        let libcontainer_mounts = own_namespaces
-            || container_hooks
-            || protected.iter().any(|p| p.starts_with(&destination));
-        if libcontainer_mounts {
+        let overlaps = |p: &PathBuf| p.starts_with(&destination) || destination.starts_with(p);
+        // A later mount below it would be covered by, or collide with, the
+        // hierarchies mounted after `create`.
+        let mounts_below = destinations[i + 1..]
+            .iter()
+            .any(|d| d.starts_with(&destination));
+        if mounts_below {
+            continue;
+        }
+        if own_namespaces || container_hooks || protected.iter().any(overlaps) {
             if attrs_of(&options) & MOUNT_ATTR_RDONLY != 0 {
                 plans.push(CgroupMount::ReadOnly { destination });
             }
@@ -352,6 +361,11 @@ mod tests {
             ));
             s
         };
+        let with_readonly_above = |mut s: Spec| {
+            let linux = bare_linux().readonly_paths(vec!["/sys/fs".to_string()]);
+            s.set_linux(Some(linux.build().unwrap()));
+            s
+        };
         let with_hook = |mut s: Spec| {
             let hook = HookBuilder::default().path("/bin/true").build().unwrap();
             s.set_hooks(Some(
@@ -366,6 +380,7 @@ mod tests {
             ("cgroup namespace", &with_cgroupns as &dyn Fn(Spec) -> Spec),
             ("user namespace", &with_userns),
             ("masked path below", &with_masked),
+            ("read-only path above", &with_readonly_above),
             ("createContainer hook", &with_hook),
         ] {
             let mut spec = change(spec_with(cgroup_mount(&["ro"])));
@@ -382,6 +397,21 @@ mod tests {
             let mut spec = change(spec_with(cgroup_mount(&["rw"])));
             assert_eq!(plan(&mut spec), [], "{case}");
         }
+    }
+
+    #[test]
+    fn a_cgroup_mount_with_later_mounts_below_is_left_alone() {
+        let mut spec = spec_with(cgroup_mount(&["ro"]));
+        let below = MountBuilder::default()
+            .destination("/sys/fs/cgroup/extra")
+            .typ("tmpfs")
+            .source("tmpfs")
+            .build()
+            .unwrap();
+        spec.mounts_mut().as_mut().unwrap().push(below);
+        assert_eq!(plan(&mut spec), []);
+        let m = &spec.mounts().as_ref().unwrap()[0];
+        assert_eq!(m.typ().as_deref(), Some("cgroup"));
     }
 
     #[test]
