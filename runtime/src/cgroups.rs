@@ -47,15 +47,16 @@ const V1_CONTROLLERS: [&str; 12] = [
     "freezer",
 ];
 
-/// A container's cgroup, opened for tearing it down.
+/// A container's cgroup with its sub-cgroups, for signalling every process
+/// in it and tearing it down.
 ///
 /// On v1, building the library's manager reads `/proc/self/mountinfo` once
-/// per controller (and re-verifies /proc each time); a teardown only needs the
-/// directories, so they come from [`v1_hierarchies`] here. On v2 the
+/// per controller (and re-verifies /proc each time); these steps only need
+/// the directories, so they come from [`v1_hierarchies`] here. On v2 the
 /// library's manager removes only the cgroup's own directory, so a container
 /// that made sub-cgroups (systemd inside it, `exec --cgroup`) could never be
 /// deleted; the teardown walks the tree on both.
-pub enum Teardown {
+pub enum CgroupTree {
     V1 {
         /// The cgroup's directory in each mounted controller's hierarchy
         /// (co-mounted controllers share one).
@@ -67,15 +68,15 @@ pub enum Teardown {
     },
 }
 
-impl Teardown {
-    pub fn open(path: &Path) -> Result<Teardown> {
+impl CgroupTree {
+    pub fn open(path: &Path) -> Result<CgroupTree> {
         let rel = relative(path)?;
         // A teardown kills everything below the cgroup: never a hierarchy's root.
         if rel.as_os_str().is_empty() {
             bail!("refusing to tear down the root cgroup ({:?})", path);
         }
         if is_unified() {
-            return Ok(Teardown::V2 {
+            return Ok(CgroupTree::V2 {
                 dir: Path::new(ROOT).join(rel),
             });
         }
@@ -90,13 +91,60 @@ impl Teardown {
                 dirs.push(dir);
             }
         }
-        Ok(Teardown::V1 { dirs, freezer })
+        Ok(CgroupTree::V1 { dirs, freezer })
+    }
+
+    /// Freezes the cgroup, so that no process in it forks while they are
+    /// signalled one by one. On v1 a cgroup can stay FREEZING while a task
+    /// is in an uninterruptible state: as runc (and libcgroups) do, it is
+    /// asked again, with a short thaw now and then, and thawed back when it
+    /// does not freeze.
+    pub fn freeze(&self) -> Result<()> {
+        match self {
+            CgroupTree::V1 {
+                freezer: Some(dir), ..
+            } => {
+                let state = dir.join("freezer.state");
+                for attempt in 0..1000 {
+                    if attempt % 50 == 49 {
+                        let _ = std::fs::write(&state, "THAWED");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    std::fs::write(&state, "FROZEN")
+                        .with_context(|| format!("freeze {}", dir.display()))?;
+                    if attempt % 25 == 24 {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    if std::fs::read_to_string(&state).is_ok_and(|s| s.trim() == "FROZEN") {
+                        return Ok(());
+                    }
+                }
+                let _ = std::fs::write(&state, "THAWED");
+                bail!("{} does not freeze", dir.display())
+            }
+            CgroupTree::V1 { freezer: None, .. } => Ok(()),
+            CgroupTree::V2 { dir } => {
+                std::fs::write(dir.join("cgroup.freeze"), "1")
+                    .with_context(|| format!("freeze {}", dir.display()))?;
+                // Frozen once cgroup.events says so (every task stopped).
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while std::time::Instant::now() < deadline {
+                    let events = std::fs::read_to_string(dir.join("cgroup.events"));
+                    if events.is_ok_and(|e| e.lines().any(|l| l == "frozen 1")) {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+                bail!("{} does not freeze", dir.display())
+            }
+        }
     }
 
     /// Thaws a frozen cgroup: frozen tasks do not die until thawed.
     pub fn thaw(&self) {
         match self {
-            Teardown::V1 {
+            CgroupTree::V1 {
                 freezer: Some(dir), ..
             } => {
                 let state = dir.join("freezer.state");
@@ -104,8 +152,8 @@ impl Teardown {
                     let _ = std::fs::write(&state, "THAWED");
                 }
             }
-            Teardown::V1 { freezer: None, .. } => {}
-            Teardown::V2 { dir } => {
+            CgroupTree::V1 { freezer: None, .. } => {}
+            CgroupTree::V2 { dir } => {
                 let freeze = dir.join("cgroup.freeze");
                 if std::fs::read_to_string(&freeze).is_ok_and(|s| s.trim() != "0") {
                     let _ = std::fs::write(&freeze, "0");
@@ -114,21 +162,31 @@ impl Teardown {
         }
     }
 
+    /// The processes in the cgroup and its descendants.
+    pub fn pids(&self) -> Vec<i32> {
+        match self {
+            CgroupTree::V1 { dirs, .. } => {
+                let mut pids = Vec::new();
+                for pid in dirs.iter().flat_map(|d| procs_below(d)) {
+                    if !pids.contains(&pid) {
+                        pids.push(pid);
+                    }
+                }
+                pids
+            }
+            CgroupTree::V2 { dir } => procs_below(dir),
+        }
+    }
+
     /// Sends SIGKILL to every process in the cgroup and its descendants.
     pub fn kill_all(&self) {
         match self {
-            Teardown::V1 { dirs, .. } => {
-                let mut seen = Vec::new();
-                for dir in dirs {
-                    for pid in procs_below(dir) {
-                        if !seen.contains(&pid) {
-                            seen.push(pid);
-                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                        }
-                    }
+            CgroupTree::V1 { .. } => {
+                for pid in self.pids() {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
-            Teardown::V2 { dir } => {
+            CgroupTree::V2 { dir } => {
                 // cgroup.kill (Linux 5.14) reaches the whole tree and
                 // processes forked meanwhile; older kernels get the signal
                 // per process.
@@ -149,7 +207,7 @@ impl Teardown {
     /// a cgroup that does not exist is not an error.
     pub fn remove(&self) -> Result<()> {
         match self {
-            Teardown::V1 { dirs, .. } => {
+            CgroupTree::V1 { dirs, .. } => {
                 // Every hierarchy is tried: one that fails must not leave
                 // the cgroup behind in the others.
                 let mut first_error = None;
@@ -160,7 +218,7 @@ impl Teardown {
                 }
                 first_error.map_or(Ok(()), Err)
             }
-            Teardown::V2 { dir } => remove_tree(dir),
+            CgroupTree::V2 { dir } => remove_tree(dir),
         }
     }
 }
@@ -627,8 +685,8 @@ mod tests {
         );
         assert_eq!(relative(Path::new("x/./y")).unwrap(), PathBuf::from("x/y"));
         assert!(relative(Path::new("/rcrun/../../etc")).is_err());
-        assert!(Teardown::open(Path::new("/")).is_err());
-        assert!(Teardown::open(Path::new("")).is_err());
+        assert!(CgroupTree::open(Path::new("/")).is_err());
+        assert!(CgroupTree::open(Path::new("")).is_err());
     }
 
     #[test]

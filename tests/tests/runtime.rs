@@ -511,6 +511,38 @@ fn kill_all_signals_every_process() {
 }
 
 #[test]
+fn kill_all_leaves_a_paused_container_paused_until_resumed() {
+    let r = Rcrun::new();
+    let b = sh("sleep 1000 & sleep 1000 & wait").edit(|spec| {
+        spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "uts"}, {"type": "ipc"}]);
+    });
+    let id = r.run_detached("killpaused", &b);
+    let cg = default_cgroups_path(&id);
+    let processes = || serde_json::from_str::<Vec<i32>>(&r.ok(&["ps", "-f", "json", &id])).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while processes().len() != 3 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", processes());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r.ok(&["pause", &id]);
+    // The signal waits in the frozen processes, and the container stays
+    // paused; it takes effect on resume.
+    r.ok(&["kill", "--all", &id, "TERM"]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(r.status(&id), "paused");
+    assert_eq!(processes().len(), 3);
+    r.ok(&["resume", &id]);
+    r.wait_status(&id, "stopped");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !processes().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", processes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r.ok(&["delete", &id]);
+    assert_no_leftovers(&r, &id, &cg);
+}
+
+#[test]
 fn pause_and_resume_freeze_the_cgroup() {
     let r = Rcrun::new();
     let b = Bundle::new(&["sleep", "1000"]);

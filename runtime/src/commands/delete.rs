@@ -109,7 +109,7 @@ pub fn remove_everything(
     cgroups_path: &Path,
     pid: Option<i32>,
 ) -> Result<()> {
-    let cgroup = cgroups::Teardown::open(cgroups_path)
+    let cgroup = cgroups::CgroupTree::open(cgroups_path)
         .inspect_err(|e| tracing::warn!("cgroup {} left as it is: {e:#}", cgroups_path.display()))
         .ok();
     if let Some(cg) = &cgroup {

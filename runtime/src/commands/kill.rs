@@ -2,7 +2,6 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use libcgroups::common::{CgroupManager, FreezerState};
 use libcontainer::container::ContainerStatus;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -19,7 +18,7 @@ pub fn run(root: &Root, args: &KillArgs) -> Result<()> {
     let status = h.status();
     let paused = status == ContainerStatus::Paused;
     if args.all {
-        return signal_all(&h.cgroups_path(), &args.id, sig, paused);
+        return signal_all(&h.cgroups_path(), sig, paused);
     }
     if status == ContainerStatus::Stopped {
         bail!("container not running");
@@ -32,28 +31,30 @@ pub fn run(root: &Root, args: &KillArgs) -> Result<()> {
     }
     if paused && sig == Signal::SIGKILL {
         // A frozen process only dies once thawed.
-        let _ = cgroups::manager(&h.cgroups_path(), &args.id)?.freeze(FreezerState::Thawed);
+        cgroups::CgroupTree::open(&h.cgroups_path())?.thaw();
     }
     Ok(())
 }
 
-/// Signals every process in the container's cgroup. SIGKILL on cgroup v2
-/// goes through `cgroup.kill`; otherwise the cgroup is frozen while the
-/// signals go out so no process forks past them.
-pub fn signal_all(path: &Path, id: &str, sig: Signal, paused: bool) -> Result<()> {
+/// Signals every process in the container's cgroup and its sub-cgroups.
+/// SIGKILL on cgroup v2 goes through `cgroup.kill`; otherwise the cgroup is
+/// frozen while the signals go out so no process forks past them, as runc
+/// does.
+pub fn signal_all(path: &Path, sig: Signal, paused: bool) -> Result<()> {
+    let tree = cgroups::CgroupTree::open(path)?;
     if sig == Signal::SIGKILL && cgroups::is_unified() {
-        let kill_file = cgroups::dir(path, None).join("cgroup.kill");
-        if kill_file.exists() {
-            return std::fs::write(&kill_file, "1").context("write cgroup.kill");
+        tree.kill_all();
+        return Ok(());
+    }
+    if !paused {
+        // As runc: signal anyway, a process may fork past it.
+        if let Err(e) = tree.freeze() {
+            tracing::warn!("{e:#}");
         }
     }
-    let m = cgroups::manager(path, id)?;
-    if !paused {
-        let _ = m.freeze(FreezerState::Frozen);
-    }
     let result = (|| -> Result<()> {
-        for p in m.get_all_pids().context("read the cgroup's processes")? {
-            match kill(p, sig) {
+        for p in tree.pids() {
+            match kill(Pid::from_raw(p), sig) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
                 Err(e) => return Err(e).with_context(|| format!("signal process {p}")),
             }
@@ -61,7 +62,7 @@ pub fn signal_all(path: &Path, id: &str, sig: Signal, paused: bool) -> Result<()
         Ok(())
     })();
     if !paused || sig == Signal::SIGKILL {
-        let _ = m.freeze(FreezerState::Thawed);
+        tree.thaw();
     }
     result
 }
