@@ -525,13 +525,20 @@ fn kill_all_leaves_a_paused_container_paused_until_resumed() {
         std::thread::sleep(Duration::from_millis(50));
     }
     r.ok(&["pause", &id]);
-    // The signal waits in the frozen processes, and the container stays
-    // paused; it takes effect on resume.
+    // The cgroup stays frozen: on v1 the signal waits in the frozen
+    // processes until `resume`; v2 lets a fatal signal through at once, and
+    // the container stops while paused.
     r.ok(&["kill", "--all", &id, "TERM"]);
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(r.status(&id), "paused");
-    assert_eq!(processes().len(), 3);
-    r.ok(&["resume", &id]);
+    let freezer = cgroup_dir(&cg, "freezer");
+    let read = |f: &str| std::fs::read_to_string(freezer.join(f)).unwrap();
+    if freezer.join("freezer.state").exists() {
+        assert_eq!(read("freezer.state").trim(), "FROZEN");
+        assert_eq!(r.status(&id), "paused");
+        assert_eq!(processes().len(), 3);
+        r.ok(&["resume", &id]);
+    } else {
+        assert_eq!(read("cgroup.freeze").trim(), "1");
+    }
     r.wait_status(&id, "stopped");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !processes().is_empty() {
