@@ -36,8 +36,7 @@ use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Mount, MountBuilder, S
 use nix::sched::CloneFlags;
 
 use crate::mount_api::{
-    move_mount, open_tree, set_attrs, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
-    MOUNT_ATTR_RDONLY, OPEN_TREE_CLONE,
+    attr_of, move_mount, open_tree, set_attrs, MOUNT_ATTR_RDONLY, OPEN_TREE_CLONE,
 };
 
 /// Where the host mounts its v1 hierarchies.
@@ -50,8 +49,9 @@ pub enum CgroupMount {
     /// Mount the hierarchies into the tmpfs that took the mount's place.
     Hierarchies {
         destination: PathBuf,
-        /// `MOUNT_ATTR_*` bits of the mount's options, for each hierarchy.
-        attrs: u64,
+        /// The `MOUNT_ATTR_*` bits the mount's options set and clear, for
+        /// each hierarchy.
+        attrs: (u64, u64),
     },
     /// libcontainer mounted the hierarchies: make them read-only.
     ReadOnly { destination: PathBuf },
@@ -111,7 +111,7 @@ fn plan(spec: &mut Spec) -> Vec<CgroupMount> {
             continue;
         }
         if own_namespaces || container_hooks || protected.iter().any(overlaps) {
-            if attrs_of(&options) & MOUNT_ATTR_RDONLY != 0 {
+            if attrs_of(&options).0 & MOUNT_ATTR_RDONLY != 0 {
                 plans.push(CgroupMount::ReadOnly { destination });
             }
             continue;
@@ -138,19 +138,15 @@ fn tmpfs_at(destination: &Path) -> Mount {
         .expect("every field of the mount is set")
 }
 
-/// The `MOUNT_ATTR_*` bits that a `cgroup` mount's options ask for.
-fn attrs_of(options: &[String]) -> u64 {
-    options.iter().fold(0, |attrs, o| match o.as_str() {
-        "ro" => attrs | MOUNT_ATTR_RDONLY,
-        "rw" => attrs & !MOUNT_ATTR_RDONLY,
-        "nosuid" => attrs | MOUNT_ATTR_NOSUID,
-        "suid" => attrs & !MOUNT_ATTR_NOSUID,
-        "nodev" => attrs | MOUNT_ATTR_NODEV,
-        "dev" => attrs & !MOUNT_ATTR_NODEV,
-        "noexec" => attrs | MOUNT_ATTR_NOEXEC,
-        "exec" => attrs & !MOUNT_ATTR_NOEXEC,
-        _ => attrs,
-    })
+/// The `MOUNT_ATTR_*` bits (set, clear) that a `cgroup` mount's options
+/// ask for; the later of two opposite options wins.
+fn attrs_of(options: &[String]) -> (u64, u64) {
+    options
+        .iter()
+        .filter_map(|o| attr_of(o))
+        .fold((0, 0), |(set, clr), (s, c)| {
+            ((set & !c) | s, (clr & !s) | c)
+        })
 }
 
 /// Carries out `plans` for the container whose init is `pid` (our child,
@@ -185,7 +181,7 @@ struct Hierarchy {
     source: PathBuf,
 }
 
-fn mount_hierarchies(pid: i32, destination: &Path, attrs: u64) -> Result<()> {
+fn mount_hierarchies(pid: i32, destination: &Path, (set, clr): (u64, u64)) -> Result<()> {
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .context("read the container's cgroups")?;
     let host_init = std::fs::read_to_string("/proc/1/cgroup").unwrap_or_default();
@@ -199,7 +195,7 @@ fn mount_hierarchies(pid: i32, destination: &Path, attrs: u64) -> Result<()> {
             &h.source,
             OPEN_TREE_CLONE | libc::AT_RECURSIVE as libc::c_uint,
         )?;
-        set_attrs(&clone, attrs, 0, true)
+        set_attrs(&clone, set, clr, true)
             .with_context(|| format!("set the attributes of {}", h.source.display()))?;
         clones.push((h.name, clone));
     }
@@ -217,7 +213,7 @@ fn mount_hierarchies(pid: i32, destination: &Path, attrs: u64) -> Result<()> {
                     .with_context(|| format!("symlink {}", link.display()))?;
             }
         }
-        if attrs & MOUNT_ATTR_RDONLY != 0 {
+        if set & MOUNT_ATTR_RDONLY != 0 {
             let tmpfs = open_tree(destination, 0)?;
             set_attrs(&tmpfs, MOUNT_ATTR_RDONLY, 0, false).context("make the tmpfs read-only")?;
         }
@@ -293,6 +289,9 @@ fn in_mount_namespace_of(pid: i32, f: impl FnOnce() -> Result<()> + Send) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mount_api::{
+        MOUNT_ATTR_ATIME, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
+    };
     use libcontainer::oci_spec::runtime::{
         HookBuilder, HooksBuilder, LinuxBuilder, LinuxNamespaceBuilder, SpecBuilder,
     };
@@ -333,7 +332,11 @@ mod tests {
             plans,
             [CgroupMount::Hierarchies {
                 destination: "/sys/fs/cgroup".into(),
-                attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                attrs: (
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                    // `relatime` replaces the access-time mode.
+                    MOUNT_ATTR_ATIME
+                ),
             }]
         );
         let m = &spec.mounts().as_ref().unwrap()[0];

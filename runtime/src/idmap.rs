@@ -23,10 +23,8 @@ use libcontainer::oci_spec::runtime::{LinuxIdMapping, LinuxIdMappingBuilder, Mou
 use nix::sched::CloneFlags;
 
 use crate::mount_api::{
-    mount_setattr, move_mount, open_tree, set_attrs, MountAttr, MOUNT_ATTR_ATIME, MOUNT_ATTR_IDMAP,
-    MOUNT_ATTR_NOATIME, MOUNT_ATTR_NODEV, MOUNT_ATTR_NODIRATIME, MOUNT_ATTR_NOEXEC,
-    MOUNT_ATTR_NOSUID, MOUNT_ATTR_NOSYMFOLLOW, MOUNT_ATTR_RDONLY, MOUNT_ATTR_RELATIME,
-    MOUNT_ATTR_STRICTATIME, OPEN_TREE_CLONE,
+    attr_of, mount_setattr, move_mount, open_tree, set_attrs, MountAttr, MOUNT_ATTR_IDMAP,
+    OPEN_TREE_CLONE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -105,29 +103,6 @@ impl Attrs {
         }
         Ok(a)
     }
-}
-
-/// (set, clear) for one attribute option.
-fn attr_of(option: &str) -> Option<(u64, u64)> {
-    Some(match option {
-        "ro" => (MOUNT_ATTR_RDONLY, 0),
-        "rw" => (0, MOUNT_ATTR_RDONLY),
-        "nosuid" => (MOUNT_ATTR_NOSUID, 0),
-        "suid" => (0, MOUNT_ATTR_NOSUID),
-        "nodev" => (MOUNT_ATTR_NODEV, 0),
-        "dev" => (0, MOUNT_ATTR_NODEV),
-        "noexec" => (MOUNT_ATTR_NOEXEC, 0),
-        "exec" => (0, MOUNT_ATTR_NOEXEC),
-        "nosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
-        "symfollow" => (0, MOUNT_ATTR_NOSYMFOLLOW),
-        "nodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
-        "diratime" => (0, MOUNT_ATTR_NODIRATIME),
-        // Changing the access-time mode needs the whole field cleared.
-        "noatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME),
-        "relatime" | "atime" | "nostrictatime" => (MOUNT_ATTR_RELATIME, MOUNT_ATTR_ATIME),
-        "strictatime" | "norelatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_ATIME),
-        _ => return None,
-    })
 }
 
 /// Where the IDs of an idmapping come from.
@@ -567,6 +542,9 @@ fn attach(m: &IdmapMount, userns: &File, rootfs: &Path, root: &ContainerRoot) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mount_api::{
+        MOUNT_ATTR_ATIME, MOUNT_ATTR_NOATIME, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+    };
     use libcontainer::oci_spec::runtime::MountBuilder;
 
     fn map(c: u32, h: u32, s: u32) -> LinuxIdMapping {

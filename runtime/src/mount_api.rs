@@ -30,6 +30,30 @@ pub struct MountAttr {
     pub userns_fd: u64,
 }
 
+/// The `MOUNT_ATTR_*` bits (set, clear) of one mount option, if it is an
+/// attribute.
+pub fn attr_of(option: &str) -> Option<(u64, u64)> {
+    Some(match option {
+        "ro" => (MOUNT_ATTR_RDONLY, 0),
+        "rw" => (0, MOUNT_ATTR_RDONLY),
+        "nosuid" => (MOUNT_ATTR_NOSUID, 0),
+        "suid" => (0, MOUNT_ATTR_NOSUID),
+        "nodev" => (MOUNT_ATTR_NODEV, 0),
+        "dev" => (0, MOUNT_ATTR_NODEV),
+        "noexec" => (MOUNT_ATTR_NOEXEC, 0),
+        "exec" => (0, MOUNT_ATTR_NOEXEC),
+        "nosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
+        "symfollow" => (0, MOUNT_ATTR_NOSYMFOLLOW),
+        "nodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
+        "diratime" => (0, MOUNT_ATTR_NODIRATIME),
+        // Changing the access-time mode needs the whole field cleared.
+        "noatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME),
+        "relatime" | "atime" | "nostrictatime" => (MOUNT_ATTR_RELATIME, MOUNT_ATTR_ATIME),
+        "strictatime" | "norelatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_ATIME),
+        _ => return None,
+    })
+}
+
 fn cstring(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_encoded_bytes()).context("path with a NUL byte")
 }
