@@ -474,38 +474,51 @@ fn run_forwards_signals_to_the_container() {
     assert_eq!(child.wait().unwrap().code(), Some(44));
 }
 
-#[test]
-fn kill_all_signals_every_process() {
-    let r = Rcrun::new();
+/// A detached container without a PID namespace (the init's death would
+/// not take the others) whose shell has forked two children.
+fn three_process_container(r: &Rcrun, prefix: &str) -> String {
     let b = sh("sleep 1000 & sleep 1000 & wait").edit(|spec| {
-        // Without a PID namespace, the init's death would not take the others.
         spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "uts"}, {"type": "ipc"}]);
     });
-    let id = r.run_detached("killall", &b);
-    let cg = default_cgroups_path(&id);
-    // The shell and its two children, once it has forked them.
+    let id = r.run_detached(prefix, &b);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let pids: Vec<i32> = serde_json::from_str(&r.ok(&["ps", "--format", "json", &id])).unwrap();
-        if pids.len() == 3 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{pids:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    r.ok(&["kill", "--all", &id, "KILL"]);
-    r.wait_status(&id, "stopped");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !serde_json::from_str::<Vec<i32>>(&r.ok(&["ps", "-f", "json", &id]))
-        .unwrap()
-        .is_empty()
-    {
+    while processes(r, &id).len() != 3 {
         assert!(
             std::time::Instant::now() < deadline,
-            "processes survived kill --all"
+            "{:?}",
+            processes(r, &id)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    id
+}
+
+/// The container's processes, from `ps`.
+fn processes(r: &Rcrun, id: &str) -> Vec<i32> {
+    serde_json::from_str(&r.ok(&["ps", "--format", "json", id])).unwrap()
+}
+
+/// Waits until no process is left in the container's cgroup.
+fn wait_no_processes(r: &Rcrun, id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !processes(r, id).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes survived kill --all: {:?}",
+            processes(r, id)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn kill_all_signals_every_process() {
+    let r = Rcrun::new();
+    let id = three_process_container(&r, "killall");
+    let cg = default_cgroups_path(&id);
+    r.ok(&["kill", "--all", &id, "KILL"]);
+    r.wait_status(&id, "stopped");
+    wait_no_processes(&r, &id);
     r.ok(&["delete", &id]);
     assert_no_leftovers(&r, &id, &cg);
 }
@@ -513,17 +526,8 @@ fn kill_all_signals_every_process() {
 #[test]
 fn kill_all_leaves_a_paused_container_paused_until_resumed() {
     let r = Rcrun::new();
-    let b = sh("sleep 1000 & sleep 1000 & wait").edit(|spec| {
-        spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "uts"}, {"type": "ipc"}]);
-    });
-    let id = r.run_detached("killpaused", &b);
+    let id = three_process_container(&r, "killpaused");
     let cg = default_cgroups_path(&id);
-    let processes = || serde_json::from_str::<Vec<i32>>(&r.ok(&["ps", "-f", "json", &id])).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while processes().len() != 3 {
-        assert!(std::time::Instant::now() < deadline, "{:?}", processes());
-        std::thread::sleep(Duration::from_millis(50));
-    }
     r.ok(&["pause", &id]);
     // The cgroup stays frozen: on v1 the signal waits in the frozen
     // processes until `resume`; v2 lets a fatal signal through at once, and
@@ -534,17 +538,13 @@ fn kill_all_leaves_a_paused_container_paused_until_resumed() {
     if freezer.join("freezer.state").exists() {
         assert_eq!(read("freezer.state").trim(), "FROZEN");
         assert_eq!(r.status(&id), "paused");
-        assert_eq!(processes().len(), 3);
+        assert_eq!(processes(&r, &id).len(), 3);
         r.ok(&["resume", &id]);
     } else {
         assert_eq!(read("cgroup.freeze").trim(), "1");
     }
     r.wait_status(&id, "stopped");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !processes().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "{:?}", processes());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_no_processes(&r, &id);
     r.ok(&["delete", &id]);
     assert_no_leftovers(&r, &id, &cg);
 }
