@@ -81,7 +81,7 @@ async fn a_container_cannot_write_its_cgroup() {
     let pod = pod_config("cgroup-ro", logs.path());
     let pod_id = d.run_pod(&pod).await.unwrap();
     let id = d
-        .run_container(&pod_id, &pod, &sleeper("sleeper", &image))
+        .run_sleeper(&pod_id, &pod, "sleeper", &image)
         .await
         .unwrap();
     d.wait_running(&id).await.unwrap();
