@@ -5,7 +5,6 @@
 //! When it fails in between (a startContainer hook, the exec itself), its
 //! error can only reach a log, and the exit code alone looks like the
 //! command's. These checks let `start`, `run` and `exec` tell the two apart.
-use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 /// What became of the init after the start message.
@@ -27,19 +26,19 @@ const INIT_COMM: &str = "youki:[2:INIT]";
 
 /// Waits until the init has replaced rcrun's image with the container's
 /// command (or is gone).
+///
+/// The name tells, not the binary: the init runs from rcrun's read-only
+/// image (`sealed_exe`), which `start` does not share. The exec renames the
+/// process after the command's file.
 pub fn wait_for_exec(pid: i32) -> Exec {
-    let Ok(own) = std::fs::metadata("/proc/self/exe") else {
-        return Exec::Unknown;
-    };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut pause = Duration::from_micros(50);
     while Instant::now() < deadline {
-        match std::fs::metadata(format!("/proc/{pid}/exe")) {
-            Ok(m) if m.dev() == own.dev() && m.ino() == own.ino() => {}
-            Ok(_) => return Exec::Done,
-            // No exe link: a zombie (or gone). Its name tells whether it
-            // got as far as the exec.
-            Err(_) => return zombie_outcome(pid),
+        match status_of(pid) {
+            Some((comm, state)) if comm == INIT_COMM && state != "Z" => {}
+            Some((_, "Z")) => return zombie_outcome(pid),
+            Some(_) => return Exec::Done,
+            None => return Exec::Unknown,
         }
         std::thread::sleep(pause);
         // The exec follows the start message within a millisecond or two:
@@ -54,13 +53,10 @@ pub fn zombie_outcome(pid: i32) -> Exec {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return Exec::Unknown;
     };
-    // "pid (comm) state ...": comm may hold spaces and parentheses.
-    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+    let Some((comm, fields)) = split_stat(&stat) else {
         return Exec::Unknown;
     };
-    let comm = &stat[open + 1..close];
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    // Field 3 is the state; field 52 the exit status in waitpid's format.
+    // Field 52 of /proc/PID/stat is the exit status in waitpid's format.
     let killed = fields
         .get(49)
         .and_then(|f| f.parse::<i32>().ok())
@@ -71,4 +67,25 @@ pub fn zombie_outcome(pid: i32) -> Exec {
         (Some("Z"), _) => Exec::Done,
         _ => Exec::Unknown,
     }
+}
+
+/// The process's name and state (`R`, `S`, `Z`, ...), while it exists.
+fn status_of(pid: i32) -> Option<(String, &'static str)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (comm, fields) = split_stat(&stat)?;
+    let state = match fields.first().copied()? {
+        "Z" => "Z",
+        _ => "live",
+    };
+    Some((comm.to_string(), state))
+}
+
+/// "pid (comm) state ...": the name, and the fields after it from the
+/// state on. The name may hold spaces and parentheses.
+fn split_stat(stat: &str) -> Option<(&str, Vec<&str>)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    Some((
+        &stat[open + 1..close],
+        stat[close + 1..].split_whitespace().collect(),
+    ))
 }

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod mount_api;
 pub mod mountinfo;
 pub mod output;
+pub mod sealed_exe;
 pub mod signals;
 pub mod spec;
 pub mod supervise;

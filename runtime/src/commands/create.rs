@@ -220,7 +220,7 @@ pub fn create_loaded(
     let setup_error = eff_bundle.join(container_setup::ERROR_FILE);
     let result = (|| -> Result<Container> {
         if !setup.is_empty() {
-            let exe = std::env::current_exe().context("locate the rcrun binary")?;
+            let exe = crate::sealed_exe::original_path().context("locate the rcrun binary")?;
             container_setup::install_hook(&mut spec, &exe, &setup, &setup_error)?;
         }
         // The directory was created above by this process: nobody else
