@@ -563,6 +563,21 @@ pub fn script_with_a_missing_interpreter() -> tempfile::TempDir {
     dir
 }
 
+/// Polls `done` every 50 ms until it holds or `timeout` has passed; tells
+/// whether it held.
+pub fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until process `pid` has a handler for each of `signals` (its
 /// `SigCgt`). A container's PID 1 drops the signals it has no handler for,
 /// so a test that signals a shell's `trap` must wait for the trap first.

@@ -2,9 +2,11 @@
 //! the cgroup's own files. Ignored by default (this build host is v1
 //! hybrid); `tests/cgroup2.sh` runs them inside the cgroup v2 VM.
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rcrun_tests::bundle::{assert_no_leftovers, default_cgroups_path, unique_id, Bundle, Rcrun};
+use rcrun_tests::bundle::{
+    assert_no_leftovers, default_cgroups_path, poll_until, unique_id, Bundle, Rcrun,
+};
 use serde_json::json;
 
 const IGNORE: &str = "needs a cgroup v2 host: run through tests/cgroup2.sh";
@@ -35,12 +37,11 @@ fn read(p: &Path) -> String {
         .to_string()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    assert!(
+        poll_until(Duration::from_secs(20), f),
+        "timed out waiting for {what}"
+    );
 }
 
 #[test]

@@ -9,10 +9,10 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcrun_tests::bins::bin;
-use rcrun_tests::bundle::{default_spec, unique_id};
+use rcrun_tests::bundle::{default_spec, poll_until, unique_id};
 use rcrun_tests::fixtures::busybox_rootfs;
 
 /// PID 1 of the attacking container: waits for a process that runs
@@ -75,12 +75,9 @@ fn attack(binary_dir: &Path, root: &Path) -> String {
     let rootfs = tempfile::tempdir().unwrap();
     attacker_rootfs(rootfs.path(), &binary);
     let bundle = tempfile::tempdir().unwrap();
-    let mut spec = default_spec(rootfs.path(), &["sh", "-c", ATTACK]);
-    // The attacker is an ordinary container's root: runc's default
-    // capabilities, no new privileges.
-    spec["process"]["capabilities"] = serde_json::json!({
-        "bounding": DEFAULT_CAPS, "effective": DEFAULT_CAPS, "permitted": DEFAULT_CAPS
-    });
+    // The attacker is the container's root with runc's default spec's
+    // three capabilities and no new privileges: owning the binary is enough.
+    let spec = default_spec(rootfs.path(), &["sh", "-c", ATTACK]);
     std::fs::write(
         bundle.path().join("config.json"),
         serde_json::to_vec(&spec).unwrap(),
@@ -112,22 +109,25 @@ fn attack(binary_dir: &Path, root: &Path) -> String {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(30), || {
+    let grabbed = poll_until(Duration::from_secs(30), || {
         read(output.path()).contains("grabbed")
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the attacker never saw rcrun's image: {}",
-            read(output.path())
-        )
     });
+    assert!(
+        grabbed,
+        "the attacker never saw rcrun's image: {}",
+        read(output.path())
+    );
     drain(help_out);
     exec.wait().unwrap();
-    wait_for(Duration::from_secs(30), || {
+    let finished = poll_until(Duration::from_secs(30), || {
         let out = read(output.path());
         out.contains("refused") || out.contains("WRITTEN") || out.contains("still busy")
-    })
-    .unwrap_or_else(|| panic!("the attacker did not finish: {}", read(output.path())));
+    });
+    assert!(
+        finished,
+        "the attacker did not finish: {}",
+        read(output.path())
+    );
 
     let outcome = read(output.path());
     assert!(
@@ -141,23 +141,6 @@ fn attack(binary_dir: &Path, root: &Path) -> String {
     );
     outcome
 }
-
-const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 /// A container's state root and ID, driven with one rcrun binary; deleted
 /// with `--force` when dropped.
@@ -231,15 +214,4 @@ fn drain(read_end: OwnedFd) {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> Option<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if done() {
-            return Some(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
