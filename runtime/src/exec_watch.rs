@@ -34,9 +34,9 @@ pub fn wait_for_exec(pid: i32) -> Exec {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut pause = Duration::from_micros(50);
     while Instant::now() < deadline {
-        match status_of(pid) {
-            Some((comm, state)) if comm == INIT_COMM && state != "Z" => {}
-            Some((_, "Z")) => return zombie_outcome(pid),
+        match name_and_zombie(pid) {
+            Some((_, true)) => return zombie_outcome(pid),
+            Some((name, false)) if name == INIT_COMM => {}
             Some(_) => return Exec::Done,
             None => return Exec::Unknown,
         }
@@ -69,15 +69,11 @@ pub fn zombie_outcome(pid: i32) -> Exec {
     }
 }
 
-/// The process's name and state (`R`, `S`, `Z`, ...), while it exists.
-fn status_of(pid: i32) -> Option<(String, &'static str)> {
+/// The process's name, and whether it is a zombie, while it exists.
+fn name_and_zombie(pid: i32) -> Option<(String, bool)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (comm, fields) = split_stat(&stat)?;
-    let state = match fields.first().copied()? {
-        "Z" => "Z",
-        _ => "live",
-    };
-    Some((comm.to_string(), state))
+    Some((comm.to_string(), *fields.first()? == "Z"))
 }
 
 /// "pid (comm) state ...": the name, and the fields after it from the

@@ -45,15 +45,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The commands whose processes become container processes: they must run
-/// from rcrun's read-only image (see `sealed_exe`).
-fn starts_container_processes(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::Create(_) | Command::Run(_) | Command::Exec(_)
-    )
-}
-
 /// The set-up hook rcrun installs runs as `rcrun container-setup PLAN` in
 /// every new container: it skips building the whole command line.
 fn container_setup_hook() -> Option<ExitCode> {
@@ -73,15 +64,17 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         bail!("--systemd-cgroup is not supported: rcrun manages cgroups through cgroupfs");
     }
     let root = Root::new(&cli.global.root);
-    if starts_container_processes(&cli.command) {
-        // The state root is the overlayfs's spare layer: create and run
-        // make it anyway, and exec without it has no container to enter.
-        if matches!(cli.command, Command::Create(_) | Command::Run(_)) {
+    // The commands whose processes become container processes run from
+    // rcrun's read-only image (see `sealed_exe`). The state root is that
+    // image's spare overlayfs layer: create and run make it anyway, and an
+    // exec without it has no container to enter.
+    match &cli.command {
+        Command::Create(_) | Command::Run(_) => {
             root.ensure()?;
-        }
-        if root.path().is_dir() {
             rcrun::sealed_exe::ensure(root.path())?;
         }
+        Command::Exec(_) if root.path().is_dir() => rcrun::sealed_exe::ensure(root.path())?,
+        _ => {}
     }
     match &cli.command {
         Command::Create(a) => commands::create::run(&root, &a.opts).map(|_| 0),
