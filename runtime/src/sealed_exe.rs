@@ -70,7 +70,7 @@ pub fn original_path() -> io::Result<PathBuf> {
 /// lower-only overlayfs needs two layers.
 pub fn ensure(spare_dir: &Path) -> Result<(), SealError> {
     let exe = File::open("/proc/self/exe").map_err(SealError::Inspect)?;
-    if on_read_only_mount(&exe).map_err(SealError::Inspect)? || is_sealed_memfd(&exe) {
+    if on_read_only_mount(&exe) || is_sealed_memfd(&exe) {
         return Ok(());
     }
     if ORIGINAL_EXE.get().is_some() {
@@ -88,12 +88,11 @@ pub fn ensure(spare_dir: &Path) -> Result<(), SealError> {
     Err(SealError::Exec(reexec(&image, &original)))
 }
 
-fn on_read_only_mount(file: &File) -> io::Result<bool> {
+/// Whether `file` lies on a read-only mount (when that cannot be told, it
+/// does not: the image is made all the same).
+fn on_read_only_mount(file: &File) -> bool {
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.f_flag & libc::ST_RDONLY != 0)
+    unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) == 0 && st.f_flag & libc::ST_RDONLY != 0 }
 }
 
 const SEALS: libc::c_int =
