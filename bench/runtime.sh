@@ -18,7 +18,10 @@
 #   (the default roots /run/rcrun, /run/runc, /run/crun); default: the work
 #   directory under /tmp;
 #   RCRUN_BASE=path adds another rcrun build (column "base", ratio rcrun/base)
-#   to the same interleaved rounds, to measure a change.
+#   to the same interleaved rounds, to measure a change;
+#   BENCH_RO_BINARY=1 bind-mounts the rcrun binaries read-only over
+#   themselves (in the bench's private mount namespace only), which spares
+#   rcrun's re-exec into its read-only image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-30}"
@@ -37,12 +40,18 @@ if [ -z "${RCRUN_BENCH_INSIDE:-}" ]; then
   [ -x "$FIXTURES/rootfs/busybox/bin/busybox" ] || {
     echo "no busybox rootfs in $FIXTURES: cargo run -p rcrun-fixtures -- build" >&2; exit 1; }
   export RCRUN RUNC CRUN BASE FIXTURES BENCH_STATE="${BENCH_STATE:-disk}" RCRUN_BENCH_INSIDE=1
+  export BENCH_RO_BINARY="${BENCH_RO_BINARY:-}"
   exec unshare --mount --propagation private "$0" "$N"
 fi
 
 # Inside the private mount namespace from here on.
 if mountpoint -q /sys/fs/cgroup/unified; then
   mount -t tmpfs -o size=1m rcrun-bench-empty /sys/fs/cgroup/unified
+fi
+if [ -n "$BENCH_RO_BINARY" ]; then
+  for rt in "$RCRUN" ${BASE:+"$BASE"}; do
+    mount --bind "$rt" "$rt" && mount -o remount,bind,ro "$rt"
+  done
 fi
 
 work="$(mktemp -d /tmp/rcrun-runtime-bench.XXXXXX)"
