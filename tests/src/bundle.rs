@@ -114,6 +114,7 @@ pub fn default_spec(rootfs: &Path, args: &[&str]) -> Value {
 /// it was told about when dropped, so failed tests leave nothing behind.
 pub struct Rcrun {
     pub root: tempfile::TempDir,
+    binary: PathBuf,
     ids: std::sync::Mutex<Vec<String>>,
 }
 
@@ -129,8 +130,14 @@ impl Rcrun {
             .prefix("rcrun-root-")
             .tempdir()
             .expect("root dir");
+        Rcrun::with_binary(bin("rcrun"), root)
+    }
+
+    /// Another rcrun binary (a copy, an older build) with the root `root`.
+    pub fn with_binary(binary: PathBuf, root: tempfile::TempDir) -> Rcrun {
         Rcrun {
             root,
+            binary,
             ids: Default::default(),
         }
     }
@@ -146,7 +153,7 @@ impl Rcrun {
 
     /// A command `rcrun --root <root> <args>` with null stdin.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin("rcrun"));
+        let mut c = Command::new(&self.binary);
         c.arg("--root").arg(self.root.path()).args(args);
         c.stdin(Stdio::null());
         c
@@ -529,11 +536,7 @@ impl Rcrun {
     /// succeeds and returns its stdout.
     pub fn in_private_mount_ns(&self, bundle: &Bundle, id: &str, script: &str) -> String {
         self.track(id);
-        let rcrun = format!(
-            "{} --root {}",
-            bin("rcrun").display(),
-            self.root().display()
-        );
+        let rcrun = format!("{} --root {}", self.binary.display(), self.root().display());
         let out = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-ec", script])
             .env("RCRUN", rcrun)

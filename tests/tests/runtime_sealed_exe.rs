@@ -7,12 +7,12 @@
 //! stay as it was.
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rcrun_tests::bins::bin;
-use rcrun_tests::bundle::{default_spec, poll_until, unique_id};
+use rcrun_tests::bundle::{default_spec, poll_until, Rcrun};
 use rcrun_tests::fixtures::busybox_rootfs;
 
 /// PID 1 of the attacking container: waits for a process that runs
@@ -41,7 +41,7 @@ echo "still busy"
 fn a_container_cannot_write_rcrun_through_its_read_only_image() {
     let binary_dir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
-    let outcome = attack(binary_dir.path(), root.path());
+    let outcome = attack(binary_dir.path(), root);
     assert!(
         outcome.contains("refused: ") && outcome.contains("Read-only file system"),
         "expected the read-only overlayfs image to refuse the write:\n{outcome}"
@@ -53,8 +53,8 @@ fn a_container_cannot_write_rcrun_through_its_sealed_memfd_copy() {
     let binary_dir = tempfile::tempdir().unwrap();
     // A state root inside the binary's directory: overlayfs refuses layers
     // that overlap, so rcrun falls back to the memfd copy.
-    let root = binary_dir.path().join("state");
-    let outcome = attack(binary_dir.path(), &root);
+    let root = tempfile::tempdir_in(binary_dir.path()).unwrap();
+    let outcome = attack(binary_dir.path(), root);
     assert!(
         outcome.contains("grabbed /memfd:rcrun"),
         "expected rcrun to run from its memfd copy:\n{outcome}"
@@ -68,7 +68,7 @@ fn a_container_cannot_write_rcrun_through_its_sealed_memfd_copy() {
 /// Runs the attack against a copy of rcrun in `binary_dir`, with state in
 /// `root`; checks that the attack reached rcrun's image and that the copy
 /// did not change, and returns what the attacker reported.
-fn attack(binary_dir: &Path, root: &Path) -> String {
+fn attack(binary_dir: &Path, root: tempfile::TempDir) -> String {
     let binary = binary_dir.join("rcrun");
     std::fs::copy(bin("rcrun"), &binary).unwrap();
     let size = std::fs::metadata(&binary).unwrap().len();
@@ -84,26 +84,22 @@ fn attack(binary_dir: &Path, root: &Path) -> String {
     )
     .unwrap();
 
-    let id = unique_id("sealed");
-    let container = Container {
-        binary: binary.clone(),
-        root: root.to_path_buf(),
-        id: id.clone(),
-    };
+    let rcrun = Rcrun::with_binary(binary.clone(), root);
+    let id = rcrun.tracked_id("sealed");
     let output = tempfile::NamedTempFile::new().unwrap();
-    let status = container
+    let status = rcrun
         .cmd(&["create", "--bundle", bundle.path().to_str().unwrap(), &id])
         .stdout(output.reopen().unwrap())
         .stderr(output.reopen().unwrap())
         .status()
         .unwrap();
     assert!(status.success(), "create failed: {}", read(output.path()));
-    assert!(container.cmd(&["start", &id]).status().unwrap().success());
+    assert!(rcrun.cmd(&["start", &id]).status().unwrap().success());
 
     // `rcrun --help` blocks writing to a full pipe: the attacker has all
     // the time it needs to find the process.
     let (help_out, help_in) = full_pipe();
-    let mut exec = container
+    let mut exec = rcrun
         .cmd(&["exec", &id, "/evil"])
         .stdout(Stdio::from(help_in))
         .stderr(Stdio::null())
@@ -140,33 +136,6 @@ fn attack(binary_dir: &Path, root: &Path) -> String {
         "the rcrun binary changed:\n{outcome}"
     );
     outcome
-}
-
-/// A container's state root and ID, driven with one rcrun binary; deleted
-/// with `--force` when dropped.
-struct Container {
-    binary: PathBuf,
-    root: PathBuf,
-    id: String,
-}
-
-impl Container {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.binary);
-        c.arg("--root").arg(&self.root).args(args);
-        c.stdin(Stdio::null());
-        c
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = self
-            .cmd(&["delete", "--force", &self.id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 /// A copy of the busybox rootfs with what a dynamically linked rcrun needs
